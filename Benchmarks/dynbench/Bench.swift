@@ -1,0 +1,72 @@
+import DynamicInference
+import Foundation
+
+/// One timed case: warm-up runs, then `repeats` timed runs; median and min–max in ms.
+struct Timing {
+    var samples: [Double]
+    var median: Double { let s = samples.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+    var min: Double { samples.min() ?? 0 }
+    var max: Double { samples.max() ?? 0 }
+
+    static func measure(warmup: Int, repeats: Int, minSeconds: Double = 0, _ body: () -> Void) -> Timing {
+        for _ in 0..<warmup { body() }
+        var samples: [Double] = []
+        let start = DispatchTime.now().uptimeNanoseconds
+        while samples.count < repeats
+            || Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < minSeconds && samples.count < 10 * repeats {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        return Timing(samples: samples)
+    }
+}
+
+/// A row of the peers' JSON schema (`../shared/peers/ort_bench.py`).
+struct ResultRow: Codable {
+    var framework: String
+    var model: String
+    var threads: Int
+    var batch: Int
+    var flops_per_image: Double
+    var median_ms: Double
+    var min_ms: Double
+    var max_ms: Double
+    var img_per_s: Double
+    var gflops: Double
+}
+
+struct ResultFile: Codable {
+    var info: [String: String]
+    var results: [ResultRow]
+}
+
+/// Peak FP32 FMA rate of one Zen 3 core here (2 × 8-wide FMA per cycle at ≈ 3.1 GHz).
+let peakGFLOPsPerCore = 99.0
+
+func machineInfo() -> [String: String] {
+    var info: [String: String] = [
+        "framework": "dynbench (DynamicInference, Swift)",
+        "target": TargetFeatures.summary,
+        "cores": String(Parallel.coreCount),
+        "date": ISO8601DateFormatter().string(from: Date()),
+    ]
+    if let cpu = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+       let line = cpu.split(separator: "\n").first(where: { $0.hasPrefix("model name") }) {
+        info["cpu"] = line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+    return info
+}
+
+func warnIfNoFMA() {
+    #if arch(x86_64)
+    if !TargetFeatures.hasFMA {
+        let msg = """
+        WARNING: dynbench was built WITHOUT FMA/AVX2. Kernels run at a fraction of the machine's speed.
+                 Build with: swift build -c release -Xswiftc -target-cpu -Xswiftc haswell
+
+        """
+        FileHandle.standardError.write(msg.data(using: .utf8)!)
+    }
+    #endif
+}

@@ -1,0 +1,50 @@
+import DynamicInference
+import Foundation
+
+/// The benchmark cases, named as in `../shared/peers/netspec.py` so rows line up with the peers.
+enum BenchCase {
+    case conv(name: String, channels: Int, filters: Int, size: Int)
+    case resnet(name: String)
+
+    static let convCases: [BenchCase] = [
+        .conv(name: "conv3x3_c3_k64_32x32", channels: 3, filters: 64, size: 32),
+        .conv(name: "conv3x3_c64_k64_32x32", channels: 64, filters: 64, size: 32),
+        .conv(name: "conv3x3_c128_k128_16x16", channels: 128, filters: 128, size: 16),
+        .conv(name: "conv3x3_c256_k256_8x8", channels: 256, filters: 256, size: 8),
+        .conv(name: "conv3x3_c512_k512_4x4", channels: 512, filters: 512, size: 4),
+    ]
+    static let modelCases: [BenchCase] = ["resnet18_cifar", "resnet56_cifar", "resnet110_cifar"].map { .resnet(name: $0) }
+    static let all = convCases + modelCases
+
+    var name: String {
+        switch self { case .conv(let n, _, _, _), .resnet(let n): return n }
+    }
+
+    static func named(_ n: String) -> BenchCase? {
+        if let c = all.first(where: { $0.name == n }) { return c }
+        // Any CIFAR ResNet depth 6n+2, e.g. resnet20_cifar.
+        if n.hasPrefix("resnet"), n.hasSuffix("_cifar"), let d = Int(n.dropFirst(6).dropLast(6)), d >= 8, (d - 2) % 6 == 0 {
+            return .resnet(name: n)
+        }
+        return nil
+    }
+
+    /// A runnable closure for one batch size and thread count, plus FLOPs per image (2 × MACs).
+    func prepare(batch: Int, threads: Int) -> (run: () -> Void, flopsPerImage: Double) {
+        var rng = SeededRNG(seed: 0)
+        switch self {
+        case .conv(_, let c, let k, let s):
+            let conv = Conv2d(c, k, kernelSize: 3, padding: 1, bias: true, rng: &rng)
+            conv.threads = threads
+            let x = Tensor.normal([batch, c, s, s], rng: &rng)
+            return ({ _ = conv(x) }, Double(2 * conv.config.macs(h: s, w: s)))
+        case .resnet(let name):
+            let model: CIFARResNet = name == "resnet18_cifar"
+                ? .resnet18() : .depth(Int(name.dropFirst(6).dropLast(6))!)
+            model.eval()
+            model.setThreads(threads)
+            let x = Tensor.normal([batch, 3, 32, 32], rng: &rng)
+            return ({ _ = model(x) }, Double(2 * model.macsPerImage()))
+        }
+    }
+}

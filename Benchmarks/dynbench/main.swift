@@ -1,0 +1,113 @@
+import DynamicInference
+import Foundation
+
+// dynbench: the library's benchmark CLI. `dynbench` with no arguments runs a short default suite.
+
+let usage = """
+usage: dynbench [models|kernels] [--cases NAME…] [--threads T…] [--batch B…]
+                [--repeats R] [--warmup W] [--json FILE]
+  models    CIFAR ResNets forward (resnet18_cifar resnet56_cifar resnet110_cifar)
+  kernels   single 3×3 convolution layers (conv3x3_c64_k64_32x32, …)
+  (none)    short default suite: kernels and models at batch 1, all threads
+"""
+
+struct Options {
+    var command = "default"
+    var cases: [String] = []
+    var threads: [Int] = []
+    var batches: [Int] = []
+    var repeats = 10
+    var warmup = 2
+    var json: String?
+}
+
+func parse(_ args: [String]) throws -> Options {
+    struct UsageError: Error, CustomStringConvertible { var description: String }
+    var o = Options()
+    var i = 0
+    func values() -> [String] {
+        var v: [String] = []
+        while i + 1 < args.count, !args[i + 1].hasPrefix("--") { i += 1; v.append(args[i]) }
+        return v
+    }
+    func ints(_ flag: String) throws -> [Int] {
+        let v = values()
+        let n = v.compactMap(Int.init)
+        guard !v.isEmpty, n.count == v.count, n.allSatisfy({ $0 > 0 }) else {
+            throw UsageError(description: "\(flag) needs positive integers")
+        }
+        return n
+    }
+    while i < args.count {
+        switch args[i] {
+        case "models", "kernels": o.command = args[i]
+        case "--cases": o.cases = values()
+        case "--threads": o.threads = try ints("--threads")
+        case "--batch": o.batches = try ints("--batch")
+        case "--repeats": o.repeats = try ints("--repeats")[0]
+        case "--warmup": o.warmup = try ints("--warmup")[0]
+        case "--json":
+            guard let f = values().first else { throw UsageError(description: "--json needs a file") }
+            o.json = f
+        case "-h", "--help": print(usage); exit(0)
+        default: throw UsageError(description: "unknown argument \(args[i])\n\(usage)")
+        }
+        i += 1
+    }
+    return o
+}
+
+func run(_ o: Options) throws {
+    warnIfNoFMA()
+    var names = o.cases
+    if names.isEmpty {
+        switch o.command {
+        case "models": names = BenchCase.modelCases.map(\.name)
+        case "kernels": names = BenchCase.convCases.map(\.name)
+        default: names = ["conv3x3_c64_k64_32x32", "conv3x3_c256_k256_8x8", "resnet18_cifar", "resnet56_cifar"]
+        }
+    }
+    let cases = try names.map { n -> BenchCase in
+        guard let c = BenchCase.named(n) else {
+            throw NSError(domain: "dynbench", code: 2, userInfo: [NSLocalizedDescriptionKey: "unknown case \(n)"])
+        }
+        return c
+    }
+    let threadList = o.threads.isEmpty ? [Parallel.coreCount] : o.threads
+    let batchList = o.batches.isEmpty ? [1] : o.batches
+    print("dynbench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; peak ≈ \(Int(peakGFLOPsPerCore)) GFLOP/s per core")
+    print(String(repeating: "-", count: 96))
+    print("case".padding(toLength: 28, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms     ",
+          " img/s  ", "GFLOP/s", " % peak")
+    var rows: [ResultRow] = []
+    for c in cases {
+        for t in threadList {
+            for b in batchList {
+                let (runCase, flops) = c.prepare(batch: b, threads: t)
+                let timing = Timing.measure(warmup: o.warmup, repeats: o.repeats, minSeconds: 0.5, runCase)
+                let gflops = flops * Double(b) / (timing.median / 1e3) / 1e9
+                let row = ResultRow(framework: "dynbench", model: c.name, threads: t, batch: b, flops_per_image: flops,
+                                    median_ms: timing.median, min_ms: timing.min, max_ms: timing.max,
+                                    img_per_s: Double(b) / (timing.median / 1e3), gflops: gflops)
+                rows.append(row)
+                let pct = 100 * gflops / (peakGFLOPsPerCore * Double(t))
+                print(c.name.padding(toLength: 28, withPad: " ", startingAt: 0),
+                      String(format: "%3d %5d %10.3f  %7.3f–%-8.3f %8.1f %7.1f %6.1f%%",
+                             t, b, timing.median, timing.min, timing.max, row.img_per_s, gflops, pct))
+            }
+        }
+    }
+    if let path = o.json {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(ResultFile(info: machineInfo(), results: rows)).write(to: URL(fileURLWithPath: path))
+        print("wrote \(path)")
+    }
+}
+
+do {
+    try run(parse(Array(CommandLine.arguments.dropFirst())))
+} catch {
+    FileHandle.standardError.write("dynbench: \(error)\n".data(using: .utf8)!)
+    exit(2)
+}

@@ -1,0 +1,29 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// No package dependencies, by design: Foundation, Dispatch and XCTest only.
+// Fast builds on x86-64 add `-Xswiftc -target-cpu -Xswiftc haswell` (AVX2 + FMA) on the
+// command line; it is not set here because `unsafeFlags` would make the package unusable
+// as a versioned dependency.
+let package = Package(
+    name: "DynamicInference",
+    products: [
+        .library(name: "DynamicInference", targets: ["DynamicInference"]),
+        .library(name: "DynamicCore", targets: ["DynamicCore"]),
+        .library(name: "DynamicNN", targets: ["DynamicNN"]),
+        .executable(name: "dynbench", targets: ["dynbench"]),
+    ],
+    targets: [
+        // Header-only C shim: tells Swift at compile time whether the target has FMA.
+        .target(name: "DynamicShims", path: "Sources/DynamicShims"),
+        .target(name: "DynamicCore", dependencies: ["DynamicShims"]),
+        .target(name: "DynamicNN", dependencies: ["DynamicCore"]),
+        .target(name: "DynamicInference", dependencies: ["DynamicCore", "DynamicNN"]),
+        .executableTarget(name: "dynbench", dependencies: ["DynamicInference"], path: "Benchmarks/dynbench"),
+        .testTarget(name: "DynamicCoreTests", dependencies: ["DynamicCore"]),
+        .testTarget(
+            name: "DynamicNNTests", dependencies: ["DynamicNN"],
+            resources: [.copy("Fixtures")]),
+    ],
+    swiftLanguageModes: [.v6]
+)

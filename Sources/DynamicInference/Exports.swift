@@ -1,0 +1,3 @@
+// The umbrella product most apps import: every module of the library.
+@_exported import DynamicCore
+@_exported import DynamicNN

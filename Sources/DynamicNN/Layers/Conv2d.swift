@@ -1,0 +1,122 @@
+import DynamicCore
+
+/// 2-D convolution (PyTorch `nn.Conv2d`). x: [N, Cin, H, W] → [N, Cout, Ho, Wo].
+/// Parameters: `weight` [Cout, Cin/groups, kh, kw], `bias` [Cout] when enabled.
+public final class Conv2d: Module, Layer {
+    public let config: Conv2DConfig
+    public let weight: Parameter
+    public let bias: Parameter?
+    /// Threads for this layer's kernels (nil: `Parallel.defaultThreads`).
+    public var threads: Int?
+
+    /// PyTorch's default init: weight ~ kaiming_uniform(a=√5) = U(±1/√fan_in), bias likewise.
+    public init(_ config: Conv2DConfig, bias: Bool = true, rng: inout SeededRNG) {
+        self.config = config
+        weight = Parameter(Tensor.kaimingUniform(config.weightShape, a: Float(5).squareRoot(), rng: &rng))
+        let bound = 1 / Float(Tensor.fans(of: config.weightShape).fanIn).squareRoot()
+        self.bias = bias ? Parameter(Tensor.uniform([config.outChannels], low: -bound, high: bound, rng: &rng)) : nil
+        super.init()
+    }
+
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1,
+                            padding: Int = 0, dilation: Int = 1, groups: Int = 1, bias: Bool = true,
+                            rng: inout SeededRNG) {
+        self.init(Conv2DConfig(inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
+                               stride: stride, padding: padding, dilation: dilation, groups: groups),
+                  bias: bias, rng: &rng)
+    }
+
+    override public var ownParameters: [(String, Parameter)] {
+        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        Ops.conv2d(x, weight: weight.value, bias: bias?.value, config: config, threads: threads)
+    }
+}
+
+/// Batch normalization over channels (PyTorch `nn.BatchNorm2d`), x: [N, C, H, W] or [N, C].
+/// Training mode normalizes with batch statistics and updates the running ones with
+/// PyTorch's momentum rule (running = (1 − m)·running + m·batch, unbiased variance);
+/// eval mode uses the running statistics.
+public final class BatchNorm2d: Module, Layer {
+    public let weight: Parameter, bias: Parameter
+    public let runningMean: Parameter, runningVar: Parameter
+    public let eps: Float, momentum: Float
+    public var channels: Int { weight.value.count }
+
+    public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
+        weight = Parameter(Tensor(shape: [channels], repeating: 1))
+        bias = Parameter(Tensor(zeros: [channels]))
+        runningMean = Parameter(Tensor(zeros: [channels]), trainable: false)
+        runningVar = Parameter(Tensor(shape: [channels], repeating: 1), trainable: false)
+        self.eps = eps
+        self.momentum = momentum
+        super.init()
+    }
+
+    override public var ownParameters: [(String, Parameter)] {
+        [("weight", weight), ("bias", bias), ("running_mean", runningMean), ("running_var", runningVar)]
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank >= 2 && x.shape[1] == channels, "BatchNorm2d(\(channels)) got \(x.shape)")
+        if !isTraining {
+            return Ops.batchNorm(x, gamma: weight.value, beta: bias.value, mean: runningMean.value,
+                                 variance: runningVar.value, eps: eps)
+        }
+        let (mean, variance) = Self.batchStatistics(x)
+        let n = x.count / channels
+        let unbiased = n > 1 ? Float(n) / Float(n - 1) : 1
+        runningMean.value = Tensor(shape: [channels], scalars: zip(runningMean.value.scalars, mean).map {
+            (1 - momentum) * $0 + momentum * $1 })
+        runningVar.value = Tensor(shape: [channels], scalars: zip(runningVar.value.scalars, variance).map {
+            (1 - momentum) * $0 + momentum * $1 * unbiased })
+        return Ops.batchNorm(x, gamma: weight.value, beta: bias.value,
+                             mean: Tensor(shape: [channels], scalars: mean),
+                             variance: Tensor(shape: [channels], scalars: variance), eps: eps)
+    }
+
+    /// Per-channel mean and biased variance over N and the spatial axes (Double accumulation).
+    public static func batchStatistics(_ x: Tensor) -> (mean: [Float], variance: [Float]) {
+        let n = x.shape[0], c = x.shape[1], plane = x.count / (n * c)
+        var sum = [Double](repeating: 0, count: c), sq = sum
+        x.withUnsafeBufferPointer { p in
+            for img in 0..<n {
+                for ch in 0..<c {
+                    let s = p.baseAddress! + (img * c + ch) * plane
+                    var a = 0.0, b = 0.0
+                    for i in 0..<plane { let v = Double(s[i]); a += v; b += v * v }
+                    sum[ch] += a; sq[ch] += b
+                }
+            }
+        }
+        let count = Double(n * plane)
+        let mean = sum.map { $0 / count }
+        let variance = zip(sq, mean).map { Swift.max($0 / count - $1 * $1, 0) }
+        return (mean.map(Float.init), variance.map(Float.init))
+    }
+}
+
+/// Fully connected layer (PyTorch `nn.Linear`). x: [N, in] → [N, out]; `weight` [out, in], `bias` [out].
+public final class Linear: Module, Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public var threads: Int?
+
+    /// PyTorch's default init: U(±1/√in) for weight and bias.
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, rng: inout SeededRNG) {
+        let bound = 1 / Float(inFeatures).squareRoot()
+        weight = Parameter(Tensor.uniform([outFeatures, inFeatures], low: -bound, high: bound, rng: &rng))
+        self.bias = bias ? Parameter(Tensor.uniform([outFeatures], low: -bound, high: bound, rng: &rng)) : nil
+        super.init()
+    }
+
+    override public var ownParameters: [(String, Parameter)] {
+        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        Ops.linear(x, weight: weight.value, bias: bias?.value, threads: threads)
+    }
+}

@@ -1,0 +1,45 @@
+import DynamicCore
+
+/// Convolution followed by batch norm and an optional activation — the unit CNNs are built
+/// from. In eval mode the batch norm is folded into the convolution (one pass, no BN kernel);
+/// the folded weights are rebuilt only when a parameter or buffer changed. Keys are those of
+/// the two layers it wraps, so it is not a module of its own: owners register `conv` and `bn`.
+public final class ConvBNUnit: @unchecked Sendable {
+    public let conv: Conv2d
+    public let bn: BatchNorm2d
+    public let activation: Activation
+    private var folded: (weight: Tensor, bias: Tensor, versions: [UInt64])?
+
+    public init(conv: Conv2d, bn: BatchNorm2d, activation: Activation) {
+        precondition(conv.config.outChannels == bn.channels, "conv and batch norm channel counts differ")
+        self.conv = conv
+        self.bn = bn
+        self.activation = activation
+    }
+
+    private var versions: [UInt64] {
+        [conv.weight.version, conv.bias?.version ?? 0, bn.weight.version, bn.bias.version,
+         bn.runningMean.version, bn.runningVar.version]
+    }
+
+    /// Folded (weight, bias) for inference, cached.
+    public func foldedWeights() -> (weight: Tensor, bias: Tensor) {
+        let v = versions
+        if let f = folded, f.versions == v { return (f.weight, f.bias) }
+        let r = Ops.foldBatchNorm(weight: conv.weight.value, bias: conv.bias?.value, gamma: bn.weight.value,
+                                  beta: bn.bias.value, mean: bn.runningMean.value, variance: bn.runningVar.value,
+                                  eps: bn.eps)
+        folded = (r.weight, r.bias, v)
+        return r
+    }
+
+    /// act(bn(conv(x))). x: [N, Cin, H, W] → [N, Cout, Ho, Wo].
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if conv.isTraining || bn.isTraining {
+            return Ops.activation(bn(conv(x)), activation)
+        }
+        let f = foldedWeights()
+        return Ops.conv2d(x, weight: f.weight, bias: f.bias, config: conv.config, activation: activation,
+                          threads: conv.threads)
+    }
+}

@@ -1,0 +1,63 @@
+import DynamicCore
+
+/// Pointwise activation layer: ReLU, ReLU-1 (clamp to [0, 1]) or leaky ReLU-1. Any shape.
+public final class ActivationLayer: Module, Layer {
+    public let activation: Activation
+    public init(_ activation: Activation) { self.activation = activation }
+    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.activation(x, activation) }
+
+    /// `max(x, 0)`.
+    public static func relu() -> ActivationLayer { ActivationLayer(.relu) }
+    /// ReLU-1: `min(max(x, 0), 1)` (LC-Net).
+    public static func relu1() -> ActivationLayer { ActivationLayer(.relu1) }
+    /// Leaky ReLU-1 with the given slope outside [0, 1] (LC-Net training).
+    public static func leakyRelu1(slope: Float) -> ActivationLayer { ActivationLayer(.leakyRelu1(slope: slope)) }
+}
+
+/// Max pooling, [N, C, H, W] → [N, C, Ho, Wo].
+public final class MaxPool2d: Module, Layer {
+    public let config: Pool2DConfig
+    public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
+        config = Pool2DConfig(kernelSize: kernelSize, stride: stride, padding: padding)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.maxPool2d(x, config) }
+}
+
+/// Average pooling, [N, C, H, W] → [N, C, Ho, Wo].
+public final class AvgPool2d: Module, Layer {
+    public let config: Pool2DConfig
+    public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0, countIncludePad: Bool = true) {
+        config = Pool2DConfig(kernelSize: kernelSize, stride: stride, padding: padding, countIncludePad: countIncludePad)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.avgPool2d(x, config) }
+}
+
+/// Global average pooling, [N, C, H, W] → [N, C].
+public final class GlobalAvgPool2d: Module, Layer {
+    override public init() {}
+    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.globalAvgPool(x) }
+}
+
+/// [N, …] → [N, product(…)], no copy.
+public final class Flatten: Module, Layer {
+    override public init() {}
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.flattened() }
+}
+
+/// Passes its input through (an empty shortcut).
+public final class Identity: Module, Layer {
+    override public init() {}
+    public func callAsFunction(_ x: Tensor) -> Tensor { x }
+}
+
+/// Layers applied in order; children are keyed "0", "1", … like `nn.Sequential`.
+public final class Sequential: Module, Layer {
+    public private(set) var layers: [any Layer]
+    public init(_ layers: [any Layer]) { self.layers = layers }
+    public convenience init(_ layers: any Layer...) { self.init(layers) }
+
+    override public var children: [(String, Module)] { layers.enumerated().map { (String($0.offset), $0.element) } }
+
+    public var isEmpty: Bool { layers.isEmpty }
+    public func callAsFunction(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
+}

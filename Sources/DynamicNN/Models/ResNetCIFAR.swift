@@ -1,0 +1,148 @@
+import DynamicCore
+
+// CIFAR ResNets of He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016),
+// §4.2: 3×3 stem, no max pool, global average pool, one linear layer. Shortcuts use a 1×1
+// projection + BN where the shape changes ("option B"), as in ../shared/peers/netspec.py.
+
+/// conv3×3-BN-ReLU, conv3×3-BN, + shortcut, ReLU. x: [N, Cin, H, W] → [N, Cout, H/s, W/s].
+/// Keys: `conv1`, `bn1`, `conv2`, `bn2`, and `shortcut.0` / `shortcut.1` for a projection.
+public final class BasicBlock: Module, Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d
+    public let shortcut: Sequential
+    let unit1: ConvBNUnit, unit2: ConvBNUnit
+    let projection: ConvBNUnit?
+
+    public init(_ inChannels: Int, _ outChannels: Int, stride: Int, rng: inout SeededRNG) {
+        conv1 = Conv2d(inChannels, outChannels, kernelSize: 3, stride: stride, padding: 1, bias: false, rng: &rng)
+        bn1 = BatchNorm2d(outChannels)
+        conv2 = Conv2d(outChannels, outChannels, kernelSize: 3, padding: 1, bias: false, rng: &rng)
+        bn2 = BatchNorm2d(outChannels)
+        unit1 = ConvBNUnit(conv: conv1, bn: bn1, activation: .relu)
+        unit2 = ConvBNUnit(conv: conv2, bn: bn2, activation: .identity)
+        if stride != 1 || inChannels != outChannels {
+            let c = Conv2d(inChannels, outChannels, kernelSize: 1, stride: stride, bias: false, rng: &rng)
+            let b = BatchNorm2d(outChannels)
+            shortcut = Sequential(c, b)
+            projection = ConvBNUnit(conv: c, bn: b, activation: .identity)
+        } else {
+            shortcut = Sequential()
+            projection = nil
+        }
+        super.init()
+    }
+
+    override public var children: [(String, Module)] {
+        [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2), ("shortcut", shortcut)]
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let out = unit2(unit1(x))
+        let sc = projection.map { $0(x) } ?? x
+        return Ops.add(out, sc, activation: .relu)
+    }
+}
+
+/// A CIFAR ResNet: stem conv3×3 (3 → widths[0]) + BN + ReLU, stages `layer1…layerK` of
+/// BasicBlocks (the first block of every stage after the first has stride 2), global average
+/// pool and `linear`. Input [N, 3, H, W] (32×32 for CIFAR) → logits [N, classes].
+/// Keys follow the PyTorch twin in `scripts/make_fixtures.py` (`conv1`, `bn1`,
+/// `layer1.0.conv1.weight`, …, `linear.weight`).
+public final class CIFARResNet: Module, Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d
+    public let stages: [Sequential]
+    public let pool = GlobalAvgPool2d()
+    public let linear: Linear
+    public let name: String
+    let stem: ConvBNUnit
+
+    public init(name: String, widths: [Int], blocksPerStage: [Int], classes: Int = 10, seed: UInt64 = 0) {
+        precondition(widths.count == blocksPerStage.count && !widths.isEmpty)
+        var rng = SeededRNG(seed: seed)
+        self.name = name
+        conv1 = Conv2d(3, widths[0], kernelSize: 3, padding: 1, bias: false, rng: &rng)
+        bn1 = BatchNorm2d(widths[0])
+        stem = ConvBNUnit(conv: conv1, bn: bn1, activation: .relu)
+        var cin = widths[0]
+        var stages: [Sequential] = []
+        for (i, (w, n)) in zip(widths, blocksPerStage).enumerated() {
+            var blocks: [any Layer] = []
+            for b in 0..<n {
+                blocks.append(BasicBlock(cin, w, stride: (i > 0 && b == 0) ? 2 : 1, rng: &rng))
+                cin = w
+            }
+            stages.append(Sequential(blocks))
+        }
+        self.stages = stages
+        linear = Linear(cin, classes, rng: &rng)
+        super.init()
+        // He et al. initialise convolutions with kaiming_normal(fan_out); PyTorch's ResNets do too.
+        for (_, p) in namedParameters() where p.value.rank == 4 {
+            p.value = Tensor.kaimingNormal(p.value.shape, mode: .fanOut, rng: &rng)
+        }
+    }
+
+    /// ResNet-(6n+2) of He et al. §4.2: widths 16/32/64, n blocks per stage (20, 56, 110, …).
+    public static func depth(_ depth: Int, classes: Int = 10, seed: UInt64 = 0) -> CIFARResNet {
+        precondition(depth >= 8 && (depth - 2) % 6 == 0, "CIFAR ResNet depth must be 6n+2")
+        let n = (depth - 2) / 6
+        return CIFARResNet(name: "resnet\(depth)_cifar", widths: [16, 32, 64], blocksPerStage: [n, n, n],
+                           classes: classes, seed: seed)
+    }
+
+    /// ResNet-18 for CIFAR: widths 64/128/256/512, two blocks each, strides 1/2/2/2.
+    public static func resnet18(classes: Int = 10, seed: UInt64 = 0) -> CIFARResNet {
+        CIFARResNet(name: "resnet18_cifar", widths: [64, 128, 256, 512], blocksPerStage: [2, 2, 2, 2],
+                    classes: classes, seed: seed)
+    }
+
+    override public var children: [(String, Module)] {
+        [("conv1", conv1), ("bn1", bn1)] + stages.enumerated().map { ("layer\($0.offset + 1)", $0.element) }
+            + [("linear", linear)]
+    }
+
+    /// Sets the thread count of every convolution and linear layer (nil: all cores).
+    public func setThreads(_ threads: Int?) {
+        func visit(_ m: Module) {
+            if let c = m as? Conv2d { c.threads = threads }
+            if let l = m as? Linear { l.threads = threads }
+            m.children.forEach { visit($0.1) }
+        }
+        visit(self)
+    }
+
+    /// Logits [N, classes] for x [N, 3, H, W].
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = stem(x)
+        for s in stages { h = s(h) }
+        return linear(pool(h))
+    }
+
+    /// Like `callAsFunction`, but validates the input shape of user data first.
+    public func predict(_ x: Tensor) throws(InputError) -> Tensor {
+        guard x.rank == 4, x.shape[1] == 3, x.shape[0] > 0, x.shape[2] >= 1, x.shape[3] >= 1 else {
+            throw .shapeMismatch(context: name, expected: "[N, 3, H, W]", found: x.shape)
+        }
+        return self(x)
+    }
+
+    /// Multiply-adds of convolutions and the linear layer per image (netspec's FLOPs are 2×).
+    public func macsPerImage(height: Int = 32, width: Int = 32) -> Int {
+        var total = 0
+        var hw = (height, width)
+        func conv(_ c: Conv2d, _ size: (Int, Int)) -> (Int, Int) {
+            total += c.config.macs(h: size.0, w: size.1)
+            return c.config.outputSize(h: size.0, w: size.1)
+        }
+        hw = conv(conv1, hw)
+        for s in stages {
+            for case let b as BasicBlock in s.layers {
+                let mid = conv(b.conv1, hw)
+                _ = conv(b.conv2, mid)
+                if let p = b.projection { _ = conv(p.conv, hw) }
+                hw = mid
+            }
+        }
+        total += linear.weight.value.count
+        return total
+    }
+}

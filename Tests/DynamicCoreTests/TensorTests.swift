@@ -1,0 +1,81 @@
+import DynamicCore
+import XCTest
+
+final class TensorTests: XCTestCase {
+    func testShapeAndIndexing() {
+        var t = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6])
+        XCTAssertEqual(t.count, 6)
+        XCTAssertEqual(t[1, 2], 6)
+        t[0, 1] = 10
+        XCTAssertEqual(t.scalars, [1, 10, 3, 4, 5, 6])
+        XCTAssertEqual(t.reshaped([3, -1]).shape, [3, 2])
+        XCTAssertEqual(Tensor(3).shape, [])
+        XCTAssertEqual(Tensor(3).count, 1)
+    }
+
+    func testCopyOnWriteAndViews() {
+        let a = Tensor(shape: [4, 2], scalars: (0..<8).map(Float.init))
+        var b = a
+        b[0, 0] = 100
+        XCTAssertEqual(a[0, 0], 0, "mutating a copy must not change the original")
+        let v = a.batch(1..<3)
+        XCTAssertEqual(v.shape, [2, 2])
+        XCTAssertEqual(v.scalars, [2, 3, 4, 5])
+        var w = v
+        w[0, 0] = -1
+        XCTAssertEqual(a[1, 0], 2, "mutating a view copies it")
+        XCTAssertEqual(w.scalars, [-1, 3, 4, 5])
+        XCTAssertEqual(Tensor.concatBatch([a.batch(0), a.batch(3)]).scalars, [0, 1, 6, 7])
+    }
+
+    func testElementwiseMatchesReference() {
+        var rng = SeededRNG(seed: 1)
+        for n in [1, 7, 8, 9, 16, 23, 100] {
+            let a = Tensor.normal([n], rng: &rng), b = Tensor.normal([n], rng: &rng)
+            XCTAssertEqual((a + b).scalars, zip(a.scalars, b.scalars).map(+))
+            XCTAssertEqual((a * b).scalars, zip(a.scalars, b.scalars).map(*))
+            XCTAssertEqual((a * 3).scalars, a.scalars.map { $0 * 3 })
+            XCTAssertEqual((a - b).scalars, zip(a.scalars, b.scalars).map(-))
+            var c = a
+            c += b
+            XCTAssertEqual(c.scalars, (a + b).scalars)
+            for act in [Activation.identity, .relu, .relu1, .leakyRelu1(slope: 0.1)] {
+                let x = a * 2
+                XCTAssertEqual(Ops.activation(x, act).scalars, Reference.activation(x, act).scalars, "\(act) n=\(n)")
+                XCTAssertEqual(Ops.add(a, b, activation: act).scalars, Reference.add(a, b, activation: act).scalars)
+            }
+        }
+    }
+
+    func testActivationDefinitions() {
+        let x = Tensor(shape: [5], scalars: [-2, 0, 0.5, 1, 3])
+        XCTAssertEqual(Ops.relu1(x).scalars, [0, 0, 0.5, 1, 1])
+        XCTAssertEqual(Ops.leakyRelu1(x, slope: 0.1).scalars, [-0.2, 0, 0.5, 1, 1.2])
+        XCTAssertEqual(Ops.relu(x).scalars, [0, 0, 0.5, 1, 3])
+    }
+
+    func testArgmaxAndComparisons() {
+        let t = Tensor(shape: [2, 3], scalars: [1, 5, 2, 9, 0, 9])
+        XCTAssertEqual(t.argmax(), [1, 0])
+        XCTAssertTrue(t.isClose(to: t + Tensor(shape: [2, 3], repeating: 1e-7)))
+        XCTAssertFalse(t.isClose(to: t + Tensor(shape: [2, 3], repeating: 1e-2)))
+        XCTAssertEqual(t.maxAbsDifference(t * 2), 9)
+    }
+
+    func testSeededRandomIsReproducibleAndHasRightMoments() {
+        var r1 = SeededRNG(seed: 42), r2 = SeededRNG(seed: 42)
+        let a = Tensor.normal([10000], rng: &r1), b = Tensor.normal([10000], rng: &r2)
+        XCTAssertEqual(a.scalars, b.scalars)
+        XCTAssertEqual(a.mean(), 0, accuracy: 0.05)
+        let variance = (a * a).mean()
+        XCTAssertEqual(variance, 1, accuracy: 0.05)
+        let u = Tensor.uniform([10000], low: -2, high: 2, rng: &r1)
+        XCTAssert(u.min() >= -2 && u.max() < 2)
+        // kaiming_normal(fan_out) for [64, 16, 3, 3]: std = sqrt(2 / (64·9)).
+        let k = Tensor.kaimingNormal([64, 16, 3, 3], mode: .fanOut, rng: &r1)
+        XCTAssertEqual((k * k).mean().squareRoot(), (2.0 / 576.0).squareRoot(), accuracy: 0.005)
+        // PyTorch's default conv init bound is 1/sqrt(fan_in).
+        let ku = Tensor.kaimingUniform([8, 4, 3, 3], a: Float(5).squareRoot(), rng: &r1)
+        XCTAssert(ku.max() <= 1 / Float(36).squareRoot() && ku.max() > 0.9 / Float(36).squareRoot())
+    }
+}

@@ -1,0 +1,11 @@
+import DynamicCore
+import XCTest
+
+/// Asserts max |a − b| / max |b| ≤ tol (the error relative to the reference's scale).
+func assertClose(_ a: Tensor, _ b: Tensor, tol: Float = 1e-5, _ msg: @autoclosure () -> String = "",
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.shape, b.shape, "shape " + msg(), file: file, line: line)
+    guard a.shape == b.shape else { return }
+    let e = a.maxRelativeError(b)
+    XCTAssert(e <= tol, "relative error \(e) > \(tol) \(msg())", file: file, line: line)
+}
