@@ -1,0 +1,117 @@
+import DynamicCore
+import Foundation
+@testable import DynamicNN
+import XCTest
+
+final class ModuleTests: XCTestCase {
+    func testResNetKeysAndParameterCounts() {
+        let r20 = CIFARResNet.depth(20)
+        let keys = r20.namedParameters().map(\.0)
+        XCTAssertEqual(keys.first, "conv1.weight")
+        XCTAssertEqual(Array(keys.prefix(5)), ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"])
+        XCTAssertTrue(keys.contains("layer2.0.shortcut.0.weight"))
+        XCTAssertTrue(keys.contains("layer3.2.bn2.running_var"))
+        XCTAssertFalse(keys.contains("layer1.0.shortcut.0.weight"), "identity shortcut has no parameters")
+        XCTAssertEqual(keys.suffix(2), ["linear.weight", "linear.bias"])
+        XCTAssertEqual(r20.parameterCount, 272_474)
+        XCTAssertEqual(CIFARResNet.resnet18().parameterCount, 11_173_962)
+        XCTAssertEqual(CIFARResNet.depth(56).parameterCount, 853_018 + 2_752)
+        // netspec FLOPs (2 × MACs of convs and FC): ResNet-18 1.111 G, ResNet-56 0.2515 G, ResNet-110 0.506 G.
+        XCTAssertEqual(Double(2 * CIFARResNet.resnet18().macsPerImage()) / 1e9, 1.111, accuracy: 0.001)
+        XCTAssertEqual(Double(2 * CIFARResNet.depth(56).macsPerImage()) / 1e9, 0.2515, accuracy: 0.0005)
+        XCTAssertEqual(Double(2 * CIFARResNet.depth(110).macsPerImage()) / 1e9, 0.506, accuracy: 0.001)
+    }
+
+    func testTrainEvalFlagPropagatesAndBatchNormModes() {
+        let m = CIFARResNet.depth(8)
+        XCTAssertTrue(m.stages[0].layers[0].isTraining)
+        m.eval()
+        XCTAssertFalse((m.stages[2].layers[0] as! BasicBlock).bn2.isTraining)
+        m.train()
+        XCTAssertTrue((m.stages[2].layers[0] as! BasicBlock).bn2.isTraining)
+
+        // Training-mode BN normalizes with batch statistics and updates running ones (momentum 0.1, unbiased var).
+        var rng = SeededRNG(seed: 1)
+        let bn = BatchNorm2d(3)
+        let x = Tensor.normal([4, 3, 5, 5], mean: 2, std: 3, rng: &rng)
+        let y = bn(x)
+        let (mean, variance) = BatchNorm2d.batchStatistics(y)
+        for c in 0..<3 {
+            XCTAssertEqual(mean[c], 0, accuracy: 1e-5)
+            XCTAssertEqual(variance[c], 1, accuracy: 1e-3)
+        }
+        let (bm, bv) = BatchNorm2d.batchStatistics(x)
+        XCTAssertEqual(bn.runningMean.value[0], 0.1 * bm[0], accuracy: 1e-6)
+        XCTAssertEqual(bn.runningVar.value[0], 0.9 + 0.1 * bv[0] * 100 / 99, accuracy: 1e-5)
+    }
+
+    func testFoldedEvalForwardMatchesUnfusedAndTracksParameterChanges() {
+        let m = CIFARResNet.depth(8).eval()
+        var rng = SeededRNG(seed: 2)
+        for (_, p) in m.namedParameters() where p.value.rank == 1 {
+            p.value = Tensor.uniform(p.shape, low: 0.5, high: 1.5, rng: &rng)
+        }
+        let x = Tensor.normal([2, 3, 16, 16], rng: &rng)
+        let before = m(x)
+        XCTAssertLessThan(before.maxRelativeError(PyTorchFixtureTests.unfusedForward(m, x)), 1e-5)
+        // Changing a BN buffer must invalidate the cached folded weights.
+        m.bn1.runningMean.value = Tensor(shape: [16], repeating: 0.3)
+        let after = m(x)
+        XCTAssertGreaterThan(after.maxAbsDifference(before), 1e-4)
+        XCTAssertLessThan(after.maxRelativeError(PyTorchFixtureTests.unfusedForward(m, x)), 1e-5)
+    }
+
+    func testStateDictRoundTripThroughSafetensors() throws {
+        let a = CIFARResNet.depth(8, seed: 1), b = CIFARResNet.depth(8, seed: 2)
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("dyn-\(UUID()).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try a.save(to: url, metadata: ["model": "resnet8"])
+        let report = try b.load(from: url)
+        XCTAssertTrue(report.isClean)
+        for ((ka, pa), (kb, pb)) in zip(a.namedParameters(), b.namedParameters()) {
+            XCTAssertEqual(ka, kb)
+            XCTAssertEqual(pa.value.scalars, pb.value.scalars, ka)
+        }
+    }
+
+    func testStrictAndNonStrictLoadingReport() throws {
+        let m = CIFARResNet.depth(8)
+        var sd = m.stateDict()
+        let original = m.conv1.weight.value
+        sd.removeValue(forKey: "linear.bias")
+        sd["extra.weight"] = Tensor(zeros: [2])
+        sd["conv1.weight"] = Tensor(zeros: [16, 3, 5, 5])
+        sd["bn1.weight"] = Tensor(shape: [16], repeating: 7)
+        XCTAssertThrowsError(try m.loadStateDict(sd)) { error in
+            guard case StateDictError.incompatible(let r) = error else { return XCTFail("wrong error \(error)") }
+            XCTAssertEqual(r.missing, ["linear.bias"])
+            XCTAssertEqual(r.unexpected, ["extra.weight"])
+            XCTAssertEqual(r.mismatched, [.init(key: "conv1.weight", expected: [16, 3, 3, 3], found: [16, 3, 5, 5])])
+        }
+        XCTAssertNotEqual(m.bn1.weight.value[0], 7, "a failed strict load changes nothing")
+        let r = try m.loadStateDict(sd, strict: false)
+        XCTAssertEqual(r.missing, ["linear.bias"])
+        XCTAssertEqual(m.bn1.weight.value[0], 7, "non-strict loads what matches")
+        XCTAssertEqual(m.conv1.weight.value.scalars, original.scalars, "mis-shaped tensors are never loaded")
+    }
+
+    func testWrongInputShapeIsATypedError() {
+        let m = CIFARResNet.depth(8).eval()
+        XCTAssertThrowsError(try m.predict(Tensor(zeros: [2, 1, 32, 32]))) { error in
+            XCTAssertEqual(error as? InputError, .shapeMismatch(context: "resnet8_cifar", expected: "[N, 3, H, W]", found: [2, 1, 32, 32]))
+        }
+        XCTAssertNoThrow(try m.predict(Tensor(zeros: [1, 3, 32, 32])))
+    }
+
+    func testSequentialAndSimpleLayers() {
+        var rng = SeededRNG(seed: 4)
+        let net = Sequential(Conv2d(3, 4, kernelSize: 3, padding: 1, rng: &rng), ActivationLayer.relu(),
+                             MaxPool2d(kernelSize: 2), AvgPool2d(kernelSize: 2), GlobalAvgPool2d(),
+                             Linear(4, 5, rng: &rng), ActivationLayer.relu1())
+        XCTAssertEqual(net.namedParameters().map(\.0), ["0.weight", "0.bias", "5.weight", "5.bias"])
+        let y = net(Tensor.normal([2, 3, 8, 8], rng: &rng))
+        XCTAssertEqual(y.shape, [2, 5])
+        XCTAssert(y.min() >= 0 && y.max() <= 1)
+        XCTAssertEqual(Flatten()(Tensor(zeros: [2, 3, 4])).shape, [2, 12])
+    }
+}

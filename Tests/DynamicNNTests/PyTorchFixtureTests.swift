@@ -1,0 +1,186 @@
+import DynamicCore
+import Foundation
+@testable import DynamicNN
+import XCTest
+
+/// Ops and models against outputs PyTorch produced (scripts/make_fixtures.py). Both the fast
+/// path (`Ops`) and the oracle (`Reference`) must land within 1e-4 relative error.
+final class PyTorchFixtureTests: XCTestCase {
+    struct OpCase {
+        var name: String
+        var file: SafeTensorsFile
+        var params: [String: Any]
+        func t(_ k: String) -> Tensor { file.tensors[k]! }
+        func ints(_ k: String) -> [Int] { (params[k] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue } ?? [] }
+        func bool(_ k: String) -> Bool { (params[k] as? NSNumber)?.boolValue ?? false }
+        func float(_ k: String) -> Float { (params[k] as? NSNumber)?.floatValue ?? 0 }
+    }
+
+    static func opCases() throws -> [OpCase] {
+        let dir = fixturesURL.appendingPathComponent("ops")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".safetensors") }.sorted()
+        return try files.map { f in
+            let file = try SafeTensors.read(contentsOf: dir.appendingPathComponent(f))
+            let json = file.metadata["params"] ?? "{}"
+            let params = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] ?? [:]
+            return OpCase(name: String(f.dropLast(12)), file: file, params: params)
+        }
+    }
+
+    /// Runs one fixture with the fast ops and with the reference; returns (fast, reference).
+    func run(_ c: OpCase) throws -> (Tensor, Tensor) {
+        let op = c.file.metadata["op"] ?? ""
+        let x = c.t("x")
+        switch op {
+        case "conv2d":
+            let w = c.t("weight"), k = (w.shape[2], w.shape[3])
+            let s = c.ints("stride"), p = c.ints("padding"), d = c.ints("dilation")
+            let g = (c.params["groups"] as? NSNumber)?.intValue ?? 1
+            let cfg = Conv2DConfig(inChannels: x.shape[1], outChannels: w.shape[0], kernelSize: k, stride: (s[0], s[1]),
+                                   padding: (p[0], p[1]), dilation: (d[0], d[1]), groups: g)
+            let b = c.file.tensors["bias"]
+            XCTAssertEqual(b != nil, c.bool("bias"), c.name)
+            return (Ops.conv2d(x, weight: w, bias: b, config: cfg), Reference.conv2d(x, weight: w, bias: b, config: cfg))
+        case "batchnorm":
+            let eps = c.float("eps")
+            return (Ops.batchNorm(x, gamma: c.t("gamma"), beta: c.t("beta"), mean: c.t("mean"), variance: c.t("var"), eps: eps),
+                    Reference.batchNorm(x, gamma: c.t("gamma"), beta: c.t("beta"), mean: c.t("mean"), variance: c.t("var"), eps: eps))
+        case "conv_bn":
+            let w = c.t("weight"), s = c.ints("stride"), p = c.ints("padding")
+            let cfg = Conv2DConfig(inChannels: x.shape[1], outChannels: w.shape[0], kernelSize: (w.shape[2], w.shape[3]),
+                                   stride: (s[0], s[1]), padding: (p[0], p[1]))
+            let f = Ops.foldBatchNorm(weight: w, bias: nil, gamma: c.t("gamma"), beta: c.t("beta"), mean: c.t("mean"),
+                                      variance: c.t("var"), eps: c.float("eps"))
+            let ref = Reference.batchNorm(Reference.conv2d(x, weight: w, config: cfg), gamma: c.t("gamma"), beta: c.t("beta"),
+                                          mean: c.t("mean"), variance: c.t("var"), eps: c.float("eps"))
+            return (Ops.conv2d(x, weight: f.weight, bias: f.bias, config: cfg), ref)
+        case "relu": return (Ops.relu(x), Reference.relu(x))
+        case "relu1": return (Ops.relu1(x), Reference.relu1(x))
+        case "leaky_relu1":
+            let s = c.float("slope")
+            return (Ops.leakyRelu1(x, slope: s), Reference.leakyRelu1(x, slope: s))
+        case "maxpool", "avgpool":
+            let cfg = Pool2DConfig(kernelSize: c.ints("kernel")[0], stride: c.ints("stride")[0], padding: c.ints("padding")[0],
+                                   countIncludePad: c.params["count_include_pad"] == nil || c.bool("count_include_pad"))
+            return op == "maxpool" ? (Ops.maxPool2d(x, cfg), Reference.maxPool2d(x, cfg))
+                : (Ops.avgPool2d(x, cfg), Reference.avgPool2d(x, cfg))
+        case "global_avgpool": return (Ops.globalAvgPool(x), Reference.globalAvgPool(x))
+        case "linear":
+            return (Ops.linear(x, weight: c.t("weight"), bias: c.t("bias")),
+                    Reference.linear(x, weight: c.t("weight"), bias: c.t("bias")))
+        case "softmax": return (Ops.softmax(x), Reference.softmax(x))
+        case "log_softmax": return (Ops.logSoftmax(x), Reference.logSoftmax(x))
+        case "concat": return (Ops.concatChannels([x, c.t("x2")]), Reference.concatChannels([x, c.t("x2")]))
+        case "add":
+            let act: Activation = c.bool("relu") ? .relu : .identity
+            return (Ops.add(x, c.t("x2"), activation: act), Reference.add(x, c.t("x2"), activation: act))
+        case "resize_bilinear":
+            let size = c.ints("size")
+            XCTAssertTrue(c.bool("align_corners"))
+            return (Ops.resizeBilinearAlignCorners(x, height: size[0], width: size[1]),
+                    Reference.resizeBilinearAlignCorners(x, height: size[0], width: size[1]))
+        case "flatten": return (Ops.flatten(x), x.reshaped([x.shape[0], -1]))
+        default:
+            XCTFail("fixture \(c.name) has unknown op \(op)")
+            return (x, x)
+        }
+    }
+
+    func testEveryOpMatchesPyTorch() throws {
+        let cases = try Self.opCases()
+        XCTAssertGreaterThanOrEqual(cases.count, 35)
+        var report: [String] = []
+        var covered = Set<String>()
+        for c in cases {
+            let (fast, ref) = try run(c)
+            let y = c.t("y")
+            let e1 = assertClose(fast, y, tol: 1e-4, "\(c.name) fast path vs PyTorch")
+            let e2 = assertClose(ref, y, tol: 1e-4, "\(c.name) reference vs PyTorch")
+            covered.insert(c.file.metadata["op"] ?? "")
+            report.append(String(format: "%-24@ fast %.2e  reference %.2e", c.name as NSString, e1, e2))
+        }
+        XCTAssertEqual(covered, ["conv2d", "batchnorm", "conv_bn", "relu", "relu1", "leaky_relu1", "maxpool", "avgpool",
+                                 "global_avgpool", "linear", "softmax", "log_softmax", "concat", "add", "resize_bilinear",
+                                 "flatten"])
+        print("PyTorch op fixtures (max relative error):\n" + report.joined(separator: "\n"))
+    }
+
+    /// The weights rule of scripts/make_fixtures.py for models too large to commit.
+    static func hashWeights(_ model: Module) {
+        let params = model.namedParameters()
+        let shapes = Dictionary(params.map { ($0.0, $0.1.shape) }, uniquingKeysWith: { a, _ in a })
+        for (key, p) in params {
+            let seed = Tensor.fnv1a64(key)
+            let shape = p.shape
+            var (low, high): (Float, Float)
+            if key.hasSuffix("running_mean") { (low, high) = (-0.1, 0.1) }
+            else if key.hasSuffix("running_var") { (low, high) = (0.5, 1.5) }
+            else if shape.count == 4 {
+                let b = Float((6.0 / Double(shape[1] * shape[2] * shape[3])).squareRoot())
+                (low, high) = (-b, b)
+            } else if shape.count == 2 {
+                let b = Float((1.0 / Double(shape[1])).squareRoot())
+                (low, high) = (-b, b)
+            } else if key.hasSuffix(".bias"), let w = shapes[String(key.dropLast(5)) + ".weight"], w.count == 2 {
+                let b = Float((1.0 / Double(w[1])).squareRoot())
+                (low, high) = (-b, b)
+            } else if key.hasSuffix(".weight") { (low, high) = (0.5, 1.5) }
+            else { (low, high) = (-0.1, 0.1) }
+            p.value = Tensor.hashUniform(shape, seed: seed, low: low, high: high)
+        }
+    }
+
+    func testHashUniformMatchesNumpy() throws {
+        let f = try loadFixture("models/hash_uniform_check.safetensors")
+        XCTAssertEqual(String(Tensor.fnv1a64("a")), f.metadata["seed_a"])
+        let a = Tensor.hashUniform([7, 5], seed: Tensor.fnv1a64("a"), low: -1, high: 1)
+        XCTAssertEqual(a.scalars, f.tensors["a"]!.scalars)
+        let w = f.tensors["conv1.weight"]!
+        let b = Float((6.0 / 27.0).squareRoot())
+        XCTAssertEqual(Tensor.hashUniform(w.shape, seed: Tensor.fnv1a64("conv1.weight"), low: -b, high: b).scalars, w.scalars)
+    }
+
+    func testResNet20LoadsPyTorchStateDictAndMatchesLogits() throws {
+        let state = try loadFixture("models/resnet20_state.safetensors")
+        let io = try loadFixture("models/resnet20_io.safetensors")
+        let model = CIFARResNet.depth(20)
+        // Every PyTorch key is either one of ours or an integer num_batches_tracked counter.
+        XCTAssertEqual(Set(state.tensors.keys), Set(model.stateDict().keys))
+        XCTAssertTrue(state.integerEntries.keys.allSatisfy { $0.hasSuffix("num_batches_tracked") })
+        XCTAssertEqual(state.integerEntries.count, 21)
+        let report = try model.loadStateDict(state.tensors)
+        XCTAssertEqual(report.loaded.count, model.namedParameters().count)
+        XCTAssertEqual(model.parameterCount, 272_474)
+        model.eval()
+        let e = assertClose(model(io.tensors["x"]!), io.tensors["logits"]!, tol: 1e-4, "resnet20")
+        // The unfused path (BN as its own op) agrees too.
+        let unfused = assertClose(Self.unfusedForward(model, io.tensors["x"]!), io.tensors["logits"]!, tol: 1e-4)
+        print(String(format: "resnet20 fixture: fused max rel error %.2e, unfused %.2e", e, unfused))
+    }
+
+    func testResNet20And18HashWeightsMatchPyTorch() throws {
+        for (model, file) in [(CIFARResNet.depth(20), "models/resnet20_hash_io.safetensors"),
+                              (CIFARResNet.resnet18(), "models/resnet18_io.safetensors")] {
+            let io = try loadFixture(file)
+            Self.hashWeights(model)
+            model.eval()
+            for threads in [1, 2] {
+                model.setThreads(threads)
+                let e = assertClose(model(io.tensors["x"]!), io.tensors["logits"]!, tol: 1e-4, "\(model.name) threads=\(threads)")
+                print(String(format: "%@ fixture (hash weights, %d threads): max rel error %.2e", model.name, threads, e))
+            }
+        }
+    }
+
+    /// Eval-mode forward with batch norm as a separate op (no folding), to check the folding.
+    static func unfusedForward(_ m: CIFARResNet, _ x: Tensor) -> Tensor {
+        var h = Ops.relu(m.bn1(m.conv1(x)))
+        for stage in m.stages {
+            for case let b as BasicBlock in stage.layers {
+                let out = b.bn2(b.conv2(Ops.relu(b.bn1(b.conv1(h)))))
+                h = Ops.add(out, b.shortcut.isEmpty ? h : b.shortcut(h), activation: .relu)
+            }
+        }
+        return m.linear(Ops.globalAvgPool(h))
+    }
+}
