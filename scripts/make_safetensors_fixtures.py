@@ -13,11 +13,13 @@ Run from anywhere with the peers venv:
     .venv-peers/bin/python scripts/make_safetensors_fixtures.py
 """
 
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "Tests" / "DynamicNNTests" / "Fixtures" / "safetensors"
@@ -87,6 +89,21 @@ def f64_values():
     ], dtype=np.float64)
 
 
+def save_reproducibly(tensors, path, metadata):
+    """save_file, but byte-identical across runs.
+
+    safetensors keeps __metadata__ in a Rust HashMap, so its key order changes from call to
+    call; re-serialise until it comes out sorted (the bytes are still the library's own).
+    """
+    for _ in range(10_000):
+        blob = save(tensors, metadata=metadata)
+        (n,) = struct.unpack("<Q", blob[:8])
+        if list(json.loads(blob[8:8 + n])["__metadata__"]) == sorted(metadata):
+            path.write_bytes(blob)
+            return
+    raise RuntimeError("safetensors never produced sorted metadata keys")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
 
@@ -122,7 +139,7 @@ def main():
         "scalar": torch.tensor(2.5, dtype=torch.float32),
         "empty": torch.zeros(0, 3, dtype=torch.float32),
     }
-    save_file(written, str(OUT / "python_written.safetensors"), metadata=METADATA)
+    save_reproducibly(written, OUT / "python_written.safetensors", METADATA)
     save_file(expected, str(OUT / "python_expected.safetensors"))
     for name in ("python_written.safetensors", "python_expected.safetensors"):
         print(f"wrote {OUT / name} ({(OUT / name).stat().st_size} bytes)")

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 
 /// How many threads kernels may use. Results never depend on it: work is split so that every
@@ -10,21 +9,15 @@ public enum Parallel {
     /// Process-wide default used when a call does not pass `threads`. Default: all cores.
     nonisolated(unsafe) public static var defaultThreads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    /// Runs `body(i)` for i in 0..<count on up to `threads` threads; returns when all finished.
+    /// Runs `body(i)` for i in 0..<count on up to `threads` threads (the caller included);
+    /// returns when all finished. Uses the persistent spinning pool (see `ThreadPool`).
     public static func forEach(_ count: Int, threads: Int? = nil, _ body: (Int) -> Void) {
         let t = Swift.min(threads ?? defaultThreads, count)
         if t <= 1 {
             for i in 0..<count { body(i) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let box = UncheckedSendable(body)
-            // Static round-robin assignment: exactly `t` workers, no shared counter.
-            DispatchQueue.concurrentPerform(iterations: t) { w in
-                var i = w
-                while i < count { box.value(i); i += t }
-            }
-        }
+        ThreadPool.shared.run(tasks: count, threads: t, body)
     }
 
     /// Splits 0..<total into `parts` contiguous ranges whose bounds are multiples of `align`.

@@ -1,6 +1,8 @@
 #ifndef DYNAMIC_SHIMS_H
 #define DYNAMIC_SHIMS_H
-// Compile-time facts about the target that Swift cannot test with `#if`.
+// Compile-time facts about the target that Swift cannot test with `#if`, and the few atomic
+// operations the thread pool needs (header-only, so the package stays free of dependencies).
+
 // With `-Xswiftc -target-cpu -Xswiftc haswell` the Clang importer defines __FMA__ and
 // `SIMD.addingProduct` lowers to vfmadd; without it, it becomes a per-lane libm fma call
 // (about 200x slower), so kernels must use `a + b * c` instead.
@@ -14,4 +16,18 @@ static inline int dyn_target_has_avx2(void) { return 1; }
 #else
 static inline int dyn_target_has_avx2(void) { return 0; }
 #endif
+
+static inline long dyn_atomic_load(const long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void dyn_atomic_store(long *p, long v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline long dyn_atomic_fetch_add(long *p, long v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+static inline int dyn_atomic_cas(long *p, long expected, long desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline void dyn_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 #endif
