@@ -45,11 +45,12 @@ final class ThreadPool: @unchecked Sendable {
     /// Runs body(0..<tasks) on the caller plus up to `threads - 1` workers; returns when done.
     func run(tasks: Int, threads: Int, _ body: (Int) -> Void) {
         let helpers = Swift.min(threads - 1, workers.count, tasks - 1)
-        if helpers <= 0 {
+        // Busy (a nested call from inside a job, or another thread's job): run inline rather
+        // than wait, which could deadlock.
+        if helpers <= 0 || !submit.try() {
             for i in 0..<tasks { body(i) }
             return
         }
-        submit.lock()
         defer { submit.unlock() }
         withoutActuallyEscaping(body) { body in
             job = body
@@ -71,6 +72,13 @@ final class ThreadPool: @unchecked Sendable {
             if i >= jobTasks { return }
             body(i)
         }
+    }
+
+    /// Takes tasks of the current job; its reference to the job closure ends with this call,
+    /// before the worker reports completion (the closure is only borrowed from `run`).
+    private func participate() {
+        guard let body = job else { return }
+        drain(body)
     }
 
     private func workerLoop(index: Int, worker: Worker) {
@@ -97,8 +105,8 @@ final class ThreadPool: @unchecked Sendable {
             }
             seen = gen
             // Only the first `jobWorkers` workers take part in this job.
-            if index < jobWorkers, let body = job {
-                drain(body)
+            if index < jobWorkers {
+                participate()
                 dyn_atomic_fetch_add(finished, 1)
             }
         }

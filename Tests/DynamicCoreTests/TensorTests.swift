@@ -79,3 +79,47 @@ final class TensorTests: XCTestCase {
         XCTAssert(ku.max() <= 1 / Float(36).squareRoot() && ku.max() > 0.9 / Float(36).squareRoot())
     }
 }
+
+final class ThreadPoolTests: XCTestCase {
+    func testEveryTaskRunsExactlyOnceIncludingNestedAndConcurrentCalls() {
+        for threads in [1, 2, 3, 8] {
+            for tasks in [0, 1, 2, 7, 100] {
+                var hits = [Int](repeating: 0, count: tasks)
+                hits.withUnsafeMutableBufferPointer { h in
+                    let hp = UncheckedBox(h.baseAddress!)
+                    Parallel.forEach(tasks, threads: threads) { i in
+                        // Nested parallel call inside a job runs inline instead of deadlocking.
+                        Parallel.forEach(3, threads: threads) { _ in }
+                        hp.value[i] += 1
+                    }
+                }
+                XCTAssertEqual(hits, [Int](repeating: 1, count: tasks), "threads \(threads) tasks \(tasks)")
+            }
+        }
+        // Two threads submitting at once.
+        let group = DispatchGroup()
+        let totals = UncheckedBox(UnsafeMutablePointer<Int>.allocate(capacity: 2))
+        totals.value.initialize(repeating: 0, count: 2)
+        for k in 0..<2 {
+            DispatchQueue.global().async(group: group) {
+                for _ in 0..<200 {
+                    let counts = UnsafeMutablePointer<Int>.allocate(capacity: 16)
+                    counts.initialize(repeating: 0, count: 16)
+                    let c = UncheckedBox(counts)
+                    Parallel.forEach(16, threads: 2) { i in c.value[i] = 1 }
+                    totals.value[k] += (0..<16).reduce(0) { $0 + counts[$1] }
+                    counts.deallocate()
+                }
+            }
+        }
+        group.wait()
+        XCTAssertEqual(totals.value[0], 3200)
+        XCTAssertEqual(totals.value[1], 3200)
+        totals.value.deallocate()
+    }
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

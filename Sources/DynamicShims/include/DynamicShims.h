@@ -25,7 +25,7 @@ static inline int dyn_atomic_cas(long *p, long expected, long desired) {
 }
 static inline void dyn_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+    __asm__ __volatile__("pause");
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
