@@ -34,10 +34,16 @@ enum BenchCase {
         var rng = SeededRNG(seed: 0)
         switch self {
         case .conv(_, let c, let k, let s):
-            let conv = Conv2d(c, k, kernelSize: 3, padding: 1, bias: true, rng: &rng)
-            conv.threads = threads
+            let cfg = Conv2DConfig(inChannels: c, outChannels: k, kernelSize: 3, padding: 1)
+            let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: Tensor.normal([k], rng: &rng),
+                                     config: cfg)
             let x = Tensor.normal([batch, c, s, s], rng: &rng)
-            return ({ _ = conv(x) }, Double(2 * conv.config.macs(h: s, w: s)))
+            let input = BlockedBuffer(x, halo: 1)
+            let output = BlockedBuffer(conv.outputShape(n: batch, h: s, w: s, halo: 1))
+            let run: () -> Void = c < 8
+                ? { conv.run(nchw: x, into: output, threads: threads) }
+                : { conv.run(input, into: output, threads: threads) }
+            return (run, Double(2 * cfg.macs(h: s, w: s)))
         case .resnet(let name):
             let model: CIFARResNet = name == "resnet18_cifar"
                 ? .resnet18() : .depth(Int(name.dropFirst(6).dropLast(6))!)

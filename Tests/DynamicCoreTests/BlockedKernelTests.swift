@@ -1,0 +1,80 @@
+import DynamicCore
+import XCTest
+
+/// The NCHW8c kernels against `Reference` over edge sizes: widths around the 6-pixel tile and
+/// the 8-channel block, odd channel counts, strides, padding, dilation, residual and clamps.
+final class BlockedKernelTests: XCTestCase {
+    func testBlockedBufferRoundTrip() {
+        var rng = SeededRNG(seed: 1)
+        for c in [1, 7, 8, 9, 17] {
+            let x = Tensor.normal([2, c, 5, 3], rng: &rng)
+            for halo in [0, 1, 2] {
+                let b = BlockedBuffer(x, halo: halo)
+                XCTAssertEqual(b.toTensor().scalars, x.scalars)
+                // Halo and padded channels stay zero.
+                let s = b.shape
+                XCTAssertEqual(b.pointer[0], 0 == halo ? x[0, 0, 0, 0] : 0)
+                if c % 8 != 0 { XCTAssertEqual(b.pointer[(s.blocks - 1) * s.blockStride + s.pixelOffset(0, 0) + 7], 0) }
+            }
+        }
+    }
+
+    func testBlockedConvAgainstReference() {
+        var rng = SeededRNG(seed: 2)
+        struct Case { var cin, cout, k, s, p, d, h, w: Int }
+        var cases: [Case] = []
+        for w in [1, 5, 6, 7, 8, 9, 16, 23] {
+            cases.append(Case(cin: 8, cout: 16, k: 3, s: 1, p: 1, d: 1, h: 4, w: w))
+            cases.append(Case(cin: 9, cout: 7, k: 3, s: 2, p: 1, d: 1, h: 5, w: w))
+            cases.append(Case(cin: 3, cout: 17, k: 3, s: 1, p: 1, d: 1, h: 3, w: w))     // im2col stem
+        }
+        cases += [
+            Case(cin: 16, cout: 32, k: 1, s: 1, p: 0, d: 1, h: 7, w: 7),
+            Case(cin: 16, cout: 32, k: 1, s: 2, p: 0, d: 1, h: 8, w: 8),   // projection shortcut
+            Case(cin: 24, cout: 40, k: 3, s: 1, p: 2, d: 2, h: 9, w: 9),
+            Case(cin: 17, cout: 33, k: 5, s: 1, p: 2, d: 1, h: 6, w: 11),
+            Case(cin: 64, cout: 64, k: 3, s: 1, p: 1, d: 1, h: 8, w: 8),
+            Case(cin: 1, cout: 8, k: 7, s: 2, p: 3, d: 1, h: 13, w: 12),
+            Case(cin: 5, cout: 9, k: 3, s: 2, p: 0, d: 1, h: 23, w: 23),
+            Case(cin: 32, cout: 8, k: 3, s: 1, p: 0, d: 1, h: 4, w: 4),
+        ]
+        for c in cases {
+            let cfg = Conv2DConfig(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.s,
+                                   padding: c.p, dilation: c.d)
+            let w = Tensor.normal(cfg.weightShape, rng: &rng), b = Tensor.normal([c.cout], rng: &rng)
+            let conv = BlockedConv2D(weight: w, bias: b, config: cfg)
+            for n in [1, 3] {
+                let x = Tensor.normal([n, c.cin, c.h, c.w], rng: &rng)
+                let ref = Reference.conv2d(x, weight: w, bias: b, config: cfg)
+                let res = Tensor.normal(ref.shape, rng: &rng)
+                for threads in [1, 2, 3] {
+                    assertClose(conv(x, threads: threads), ref, tol: 2e-6, "\(c) n=\(n) t=\(threads)")
+                }
+                for act in [Activation.relu, .relu1, .identity] {
+                    let expect = Reference.activation(Reference.add(ref, res), act)
+                    // ReLU-1 clamps to [0, 1]: the error scale is that of the pre-activation sum.
+                    let scale = Swift.max(1, ref.withUnsafeBufferPointer { $0.map(abs).max() ?? 1 })
+                    assertClose(conv(x, residual: res, activation: act, threads: 2), expect, tol: 2e-6 * scale,
+                                "\(c) residual \(act)")
+                }
+            }
+        }
+    }
+
+    func testBlockedConvWithHaloedBuffersLeavesHaloZero() {
+        var rng = SeededRNG(seed: 3)
+        let cfg = Conv2DConfig(inChannels: 16, outChannels: 16, kernelSize: 3, padding: 1)
+        let w = Tensor.normal(cfg.weightShape, rng: &rng)
+        let conv = BlockedConv2D(weight: w, bias: Tensor.normal([16], rng: &rng), config: cfg)
+        let x = Tensor.normal([2, 16, 7, 9], rng: &rng)
+        let input = BlockedBuffer(x, halo: 1)
+        let out = BlockedBuffer(conv.outputShape(n: 2, h: 7, w: 9, halo: 1))
+        conv.run(input, into: out, activation: .relu, threads: 2)
+        let s = out.shape
+        for img in 0..<2 { for blk in 0..<s.blocks { for yy in 0..<s.hp { for xx in 0..<s.wp
+            where yy == 0 || xx == 0 || yy == s.hp - 1 || xx == s.wp - 1 {
+            for k in 0..<8 { XCTAssertEqual(out.pointer[img * s.imageStride + blk * s.blockStride + (yy * s.wp + xx) * 8 + k], 0) }
+        } } } }
+        assertClose(out.toTensor(), Reference.relu(Reference.conv2d(x, weight: w, bias: conv.biasTensor, config: cfg)), tol: 2e-6)
+    }
+}
