@@ -33,14 +33,14 @@ func parse(_ args: [String]) throws -> Options {
     func ints(_ flag: String) throws -> [Int] {
         let v = values()
         let n = v.compactMap(Int.init)
-        guard !v.isEmpty, n.count == v.count, n.allSatisfy({ $0 > 0 }) else {
+        guard !v.isEmpty, n.count == v.count, n.allSatisfy({ $0 >= (flag == "--warmup" ? 0 : 1) }) else {
             throw UsageError(description: "\(flag) needs positive integers")
         }
         return n
     }
     while i < args.count {
         switch args[i] {
-        case "models", "kernels": o.command = args[i]
+        case "models", "kernels", "peak": o.command = args[i]
         case "--cases": o.cases = values()
         case "--threads": o.threads = try ints("--threads")
         case "--batch": o.batches = try ints("--batch")
@@ -57,8 +57,23 @@ func parse(_ args: [String]) throws -> Options {
     return o
 }
 
+func runPeak(threads: [Int]) {
+    let iters = 50_000_000
+    for t in threads {
+        var samples: [Double] = []
+        for _ in 0..<5 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            Parallel.forEach(t, threads: t) { i in _ = PeakProbe.fmaLoop(iterations: iters, seed: Float(i)) }
+            samples.append(PeakProbe.flops(iterations: iters) * Double(t) / (Double(DispatchTime.now().uptimeNanoseconds - t0)))
+        }
+        print(String(format: "peak FMA throughput, %d thread(s): %.1f GFLOP/s (median of 5; best %.1f)",
+                     t, Timing(samples: samples).median, samples.max()!))
+    }
+}
+
 func run(_ o: Options) throws {
     warnIfNoFMA()
+    if o.command == "peak" { runPeak(threads: o.threads.isEmpty ? [1, Parallel.coreCount] : o.threads); return }
     var names = o.cases
     if names.isEmpty {
         switch o.command {

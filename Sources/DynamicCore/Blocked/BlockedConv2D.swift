@@ -1,10 +1,12 @@
+import Foundation
+
 /// A convolution with weights packed once for the NCHW8c direct kernel
 /// `f32-conv-nchw8c-6x16` (DESIGN §2): 6 output pixels × 16 output channels per tile, 12 SIMD8
 /// accumulators, reduction over (input block, tap, 8 channels).
 ///
 /// Input channels < 8 (the 3-channel stem) take an im2col route instead: the reduction runs
-/// over (channel, ky, kx) packed densely in blocks of 8, so 27 taps cost 32 slots rather than
-/// 72 for zero-padded channels.
+/// over exactly Cin·kh·kw values (channel, ky, kx) per pixel, so a 3×3 RGB stem costs 27
+/// steps rather than 72 for zero-padded channel blocks.
 ///
 /// Supports groups = 1, any kernel size, stride, padding and dilation. Output channels are
 /// processed in pairs of blocks (16); a trailing single block is handled.
@@ -16,11 +18,14 @@ public final class BlockedConv2D: @unchecked Sendable {
     let pairs: Int
     let reductionBlocks: Int
     let taps: Int
+    /// Reduction steps per tap: 8 channels of a block, or all Cin·kh·kw im2col values.
+    let lanes: Int
     let packed: UnsafeMutablePointer<Float>
     let bias: UnsafeMutablePointer<Float>
-    private var geometry: Geometry?
-    private var workspace: UnsafeMutablePointer<Float>?
-    private var workspaceCount = 0
+    /// Pixel offsets per (input, output) shape; never freed before deinit, so concurrent runs
+    /// may share them.
+    private var geometries: [GeometryKey: Geometry] = [:]
+    private let geometryLock = NSLock()
 
     /// weight: [Cout, Cin, kh, kw]; bias: [Cout] or nil.
     public init(weight: Tensor, bias: Tensor?, config c: Conv2DConfig) {
@@ -31,8 +36,9 @@ public final class BlockedConv2D: @unchecked Sendable {
         pairs = (c.outChannels + 15) / 16
         taps = usesIm2col ? 1 : c.kernelH * c.kernelW
         let kDim = c.inChannels * c.kernelH * c.kernelW
-        reductionBlocks = usesIm2col ? (kDim + 7) / 8 : (c.inChannels + 7) / 8
-        let panel = reductionBlocks * taps * 8 * 16
+        reductionBlocks = usesIm2col ? 1 : (c.inChannels + 7) / 8
+        lanes = usesIm2col ? kDim : 8
+        let panel = reductionBlocks * taps * lanes * 16
         packed = .allocate(capacity: pairs * panel)
         packed.initialize(repeating: 0, count: pairs * panel)
         self.bias = .allocate(capacity: pairs * 16)
@@ -45,10 +51,8 @@ public final class BlockedConv2D: @unchecked Sendable {
                     for t in 0..<kk {
                         let v = w[(oc * c.inChannels + ic) * kk + t]
                         // Reduction index: (block, tap, channel-in-block).
-                        let (blk, tap, ch) = usesIm2col
-                            ? ((ic * kk + t) / 8, 0, (ic * kk + t) % 8)
-                            : (ic / 8, t, ic % 8)
-                        packed[j * panel + ((blk * taps + tap) * 8 + ch) * 16 + lane] = v
+                        let (blk, tap, ch) = usesIm2col ? (0, 0, ic * kk + t) : (ic / 8, t, ic % 8)
+                        packed[j * panel + ((blk * taps + tap) * lanes + ch) * 16 + lane] = v
                     }
                 }
             }
@@ -65,7 +69,7 @@ public final class BlockedConv2D: @unchecked Sendable {
     deinit {
         packed.deallocate()
         bias.deallocate()
-        workspace?.deallocate()
+        for g in geometries.values { g.pixIn.deallocate(); g.pixOut.deallocate() }
     }
 
     /// Blocked shape of the output for an input of h × w, with the given halo.
@@ -89,13 +93,22 @@ public final class BlockedConv2D: @unchecked Sendable {
         for ki in 0..<c.kernelH {
             for kj in 0..<c.kernelW { tapOffsets[ki * c.kernelW + kj] = (ki * c.dilationH * si.wp + kj * c.dilationW) * 8 }
         }
+        // Tiles run over the pixels of all images at once (small images still fill whole tiles),
+        // in chunks whose input fits in L2; every chunk sweeps all output-channel pairs.
+        let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
+        let bytesPerGroup = reductionBlocks * 8 * 4 * 6 * c.strideH * c.strideW
+        let chunk = Swift.max(1, (256 << 10) / bytesPerGroup)
+        let chunks = (g.groups + chunk - 1) / chunk
+        let pairSplit = threads == 1 || chunks >= 2 * threads ? 1 : Swift.min(threads, pairs)
+        let pairRanges = Parallel.ranges(pairs, parts: pairSplit)
+        let (x, y, r) = (UnsafePointer(input.pointer), output.pointer, residual?.pointer)
         tapOffsets.withUnsafeBufferPointer { tp in
-            let args = UncheckedSendable((input.pointer, output.pointer, residual?.pointer, tp.baseAddress!))
-            schedule(n: si.n, groups: g.groups, threads: threads ?? Parallel.defaultThreads) { n, jr, gr in
-                let (x, y, r, tp) = args.value
-                self.tiles(x: x + n * si.imageStride, cbStride: si.blockStride, pixIn: g.pixIn, taps: tp,
-                           y: y + n * so.imageStride, r: r.map { $0 + n * so.imageStride }, out: so,
-                           pixOut: g.pixOut, pixels: g.pixels, jr: jr, gr: gr, activation: activation)
+            Parallel.forEach(chunks * pairRanges.count, threads: threads) { t in
+                let ci = t / pairRanges.count
+                let gr = (ci * chunk)..<Swift.min(g.groups, (ci + 1) * chunk)
+                self.tiles(x: x, cbStride: si.blockStride, pixIn: g.pixIn, taps: tp.baseAddress!, y: y, r: r, out: so,
+                           pixOut: g.pixOut, pixels: g.pixels, jr: pairRanges[t % pairRanges.count], gr: gr,
+                           activation: activation)
             }
         }
     }
@@ -116,14 +129,16 @@ public final class BlockedConv2D: @unchecked Sendable {
         if let r = residual { precondition(r.shape == so) }
         let pixels = so.h * so.w
         let groups = (pixels + 5) / 6
-        let colStride = groups * 6 * 8            // floats per reduction block of one image
-        let colCount = reductionBlocks * colStride
+        let colCount = groups * 6 * lanes        // pixel-major: lanes floats per pixel
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
         let workers = Swift.min(threads, n)
-        let ws = workspace(workers * colCount)
+        let ws = UnsafeMutablePointer<Float>.allocate(capacity: workers * colCount)
+        defer { ws.deallocate() }
         var pixIn = [Int](repeating: 0, count: groups * 6)
-        for p in 0..<groups * 6 { pixIn[p] = Swift.min(p, pixels - 1) * 8 }
-        let g = geometryFor(input: BlockedShape(n: n, c: c.inChannels, h: h, w: w, halo: 0), output: so)
+        for p in 0..<groups * 6 { pixIn[p] = Swift.min(p, pixels - 1) * lanes }
+        var one = so
+        one.n = 1
+        let g = geometryFor(input: BlockedShape(n: 1, c: c.inChannels, h: h, w: w, halo: 0), output: one)
         var zeroTap = 0
         x.withUnsafeBufferPointer { xb in
             pixIn.withUnsafeBufferPointer { pin in
@@ -132,7 +147,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                                                   UnsafePointer(tp), ws))
                     let (xp, yp, rp, pinp, tpp, wsp) = args.value
                     let body: (Int, UnsafeMutablePointer<Float>, Range<Int>, Range<Int>) -> Void = { img, col, jr, gr in
-                        self.tiles(x: col, cbStride: colStride, pixIn: pinp, taps: tpp, y: yp + img * so.imageStride,
+                        self.tiles(x: col, cbStride: 0, pixIn: pinp, taps: tpp, y: yp + img * so.imageStride,
                                    r: rp.map { $0 + img * so.imageStride }, out: so, pixOut: g.pixOut, pixels: pixels,
                                    jr: jr, gr: gr, activation: activation)
                     }
@@ -142,14 +157,14 @@ public final class BlockedConv2D: @unchecked Sendable {
                             let col = wsp + wkr * colCount
                             var img = wkr
                             while img < n {
-                                Self.im2col(c, xp + img * c.inChannels * h * w, h, w, so, col, colStride)
+                                Self.im2col(c, xp + img * c.inChannels * h * w, h, w, so, col)
                                 body(img, col, 0..<self.pairs, 0..<groups)
                                 img += workers
                             }
                         }
                     } else {
                         for img in 0..<n {
-                            Self.im2col(c, xp + img * c.inChannels * h * w, h, w, so, wsp, colStride)
+                            Self.im2col(c, xp + img * c.inChannels * h * w, h, w, so, wsp)
                             Parallel.forEach(threads, threads: threads) { t in
                                 let (jr, gr) = self.split(part: t, of: threads, groups: groups)
                                 body(img, wsp, jr, gr)
@@ -162,18 +177,6 @@ public final class BlockedConv2D: @unchecked Sendable {
     }
 
     // MARK: - Scheduling
-
-    /// Calls body(image, pair range, pixel-group range) over a partition of the work.
-    private func schedule(n: Int, groups: Int, threads: Int, _ body: (Int, Range<Int>, Range<Int>) -> Void) {
-        if n >= threads || threads <= 1 {
-            Parallel.forEach(n, threads: threads) { img in body(img, 0..<pairs, 0..<groups) }
-        } else {
-            Parallel.forEach(n * threads, threads: threads) { t in
-                let (jr, gr) = split(part: t % threads, of: threads, groups: groups)
-                body(t / threads, jr, gr)
-            }
-        }
-    }
 
     /// Part `part` of `parts`: split output-channel pairs when there are enough, else pixel groups.
     private func split(part: Int, of parts: Int, groups: Int) -> (Range<Int>, Range<Int>) {
@@ -189,7 +192,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                        y: UnsafeMutablePointer<Float>, r: UnsafeMutablePointer<Float>?, out so: BlockedShape,
                        pixOut: UnsafePointer<Int>, pixels: Int, jr: Range<Int>, gr: Range<Int>, activation: Activation) {
         let (lo, hi) = Self.clampBounds(activation)
-        let panel = reductionBlocks * taps * 128
+        let panel = reductionBlocks * taps * lanes * 16
         let outBlocks = so.blocks
         for j in jr {
             let two = 2 * j + 1 < outBlocks
@@ -197,7 +200,7 @@ public final class BlockedConv2D: @unchecked Sendable {
             let rj = r.map { UnsafePointer($0 + 2 * j * so.blockStride) }
             for g in gr {
                 let p0 = g * 6
-                Self.conv6x16(x, pixIn + p0, tp, taps, reductionBlocks, cbStride, packed + j * panel,
+                Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
                               yj, pixOut + p0, so.blockStride, Swift.min(6, pixels - p0), two,
                               bias + 16 * j, rj, lo, hi)
             }
@@ -221,56 +224,62 @@ public final class BlockedConv2D: @unchecked Sendable {
         var pixIn: UnsafeMutablePointer<Int>, pixOut: UnsafeMutablePointer<Int>
     }
 
-    /// Per-pixel input and output offsets (padded to whole tiles by repeating the last pixel), cached.
+    struct GeometryKey: Hashable { var input: BlockedShape, output: BlockedShape }
+
+    /// Offsets of every output pixel of every image (input window origin and output position,
+    /// in floats from the buffer start), padded to whole tiles by repeating the last pixel.
     private func geometryFor(input si: BlockedShape, output so: BlockedShape) -> Geometry {
-        if let g = geometry, g.input.h == si.h, g.input.w == si.w, g.input.wp == si.wp, g.output.wp == so.wp,
-           g.output.h == so.h, g.output.w == so.w {
-            return g
-        }
-        if let g = geometry { g.pixIn.deallocate(); g.pixOut.deallocate() }
+        geometryLock.lock()
+        defer { geometryLock.unlock() }
+        let key = GeometryKey(input: si, output: so)
+        if let g = geometries[key] { return g }
         let c = config
-        let pixels = so.h * so.w, groups = (pixels + 5) / 6
+        let perImage = so.h * so.w, pixels = so.n * perImage, groups = (pixels + 5) / 6
         let pin = UnsafeMutablePointer<Int>.allocate(capacity: groups * 6)
         let pout = UnsafeMutablePointer<Int>.allocate(capacity: groups * 6)
         for p in 0..<groups * 6 {
             let q = Swift.min(p, pixels - 1)
-            let oy = q / so.w, ox = q % so.w
-            pin[p] = si.pixelOffset(oy * c.strideH - c.padH, ox * c.strideW - c.padW)
-            pout[p] = so.pixelOffset(oy, ox)
+            let n = q / perImage, oy = (q % perImage) / so.w, ox = q % so.w
+            pin[p] = n * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, ox * c.strideW - c.padW)
+            pout[p] = n * so.imageStride + so.pixelOffset(oy, ox)
         }
         let g = Geometry(input: si, output: so, pixels: pixels, groups: groups, pixIn: pin, pixOut: pout)
-        geometry = g
+        geometries[key] = g
         return g
     }
 
-    private func workspace(_ count: Int) -> UnsafeMutablePointer<Float> {
-        if workspaceCount < count {
-            workspace?.deallocate()
-            workspace = .allocate(capacity: count)
-            workspace!.initialize(repeating: 0, count: count)
-            workspaceCount = count
-        }
-        return workspace!
-    }
-
-    /// Rows (ci, ky, kx) of the image in blocks of 8: col[(k/8)·colStride + p·8 + k%8].
+    /// Pixel-major im2col: col[p·K + (ci·kh + ky)·kw + kx], K = Cin·kh·kw, zero outside the image.
+    /// Each input row is first copied into a zero-bordered line so the inner loop has no bounds checks.
     static func im2col(_ c: Conv2DConfig, _ x: UnsafePointer<Float>, _ h: Int, _ w: Int, _ so: BlockedShape,
-                       _ col: UnsafeMutablePointer<Float>, _ colStride: Int) {
-        let kk = c.kernelH * c.kernelW
-        for ic in 0..<c.inChannels {
-            let plane = x + ic * h * w
-            for ki in 0..<c.kernelH {
-                for kj in 0..<c.kernelW {
-                    let k = ic * kk + ki * c.kernelW + kj
-                    let dst = col + (k / 8) * colStride + k % 8
-                    var p = 0
-                    for oy in 0..<so.h {
-                        let iy = oy * c.strideH - c.padH + ki * c.dilationH
-                        let inside = iy >= 0 && iy < h
+                       _ col: UnsafeMutablePointer<Float>) {
+        let kk = c.kernelH * c.kernelW, kDim = c.inChannels * kk
+        let lineCount = (so.w - 1) * c.strideW + (c.kernelW - 1) * c.dilationW + 1
+        let line = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(lineCount, w + c.padW))
+        defer { line.deallocate() }
+        line.initialize(repeating: 0, count: Swift.max(lineCount, w + c.padW))
+        let copyCount = Swift.max(0, Swift.min(w, lineCount - c.padW))
+        for oy in 0..<so.h {
+            let rowCol = col + oy * so.w * kDim
+            for ic in 0..<c.inChannels {
+                for ki in 0..<c.kernelH {
+                    let iy = oy * c.strideH - c.padH + ki * c.dilationH
+                    let base = rowCol + ic * kk + ki * c.kernelW
+                    if iy < 0 || iy >= h {
+                        for ox in 0..<so.w { for kj in 0..<c.kernelW { base[ox * kDim + kj] = 0 } }
+                        continue
+                    }
+                    (line + c.padW).update(from: x + (ic * h + iy) * w, count: copyCount)
+                    if c.kernelW == 3 && c.dilationW == 1 {
+                        // The common stem: three neighbours, no inner loop.
+                        let s = c.strideW
                         for ox in 0..<so.w {
-                            let ix = ox * c.strideW - c.padW + kj * c.dilationW
-                            dst[p * 8] = inside && ix >= 0 && ix < w ? plane[iy * w + ix] : 0
-                            p += 1
+                            let src = line + ox * s, d = base + ox * kDim
+                            d[0] = src[0]; d[1] = src[1]; d[2] = src[2]
+                        }
+                    } else {
+                        for ox in 0..<so.w {
+                            let src = line + ox * c.strideW, d = base + ox * kDim
+                            for kj in 0..<c.kernelW { d[kj] = src[kj * c.dilationW] }
                         }
                     }
                 }
@@ -281,12 +290,12 @@ public final class BlockedConv2D: @unchecked Sendable {
     // MARK: - Microkernel
 
     /// 6 pixels × 16 output channels. `x + pixIn[i]` is pixel i's window origin; the reduction
-    /// runs over `blocks` blocks (stride `cbStride`) × `nTaps` taps (offsets `taps`) × 8 channels,
+    /// runs over `blocks` blocks (stride `cbStride`) × `nTaps` taps (offsets `taps`) × `lanes` values,
     /// reading `w` sequentially (16 floats per step). Epilogue: + bias, + residual, clamp to
     /// [lo, hi], store `nPix` pixels of one or two 8-channel blocks.
     @inline(never)
     static func conv6x16(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,
-                         _ nTaps: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
+                         _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
                          _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>, _ outBlockStride: Int,
                          _ nPix: Int, _ twoBlocks: Bool, _ bias: UnsafePointer<Float>,
                          _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {
@@ -301,7 +310,69 @@ public final class BlockedConv2D: @unchecked Sendable {
             for t in 0..<nTaps {
                 let o = cbOff + taps[t]
                 let p0 = x0 + o, p1 = x1 + o, p2 = x2 + o, p3 = x3 + o, p4 = x4 + o, p5 = x5 + o
-                for ci in 0..<8 {
+                if lanes == 8 {
+                    // Channel blocks: fully unrolled, constant offsets, no loop overhead.
+                    var b0: SIMD8<Float>, b1: SIMD8<Float>, a: SIMD8<Float>
+                    b0 = load8(wp + 0); b1 = load8(wp + 8)
+                    a = SIMD8<Float>(repeating: p0[0]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[0]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[0]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[0]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[0]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[0]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    b0 = load8(wp + 16); b1 = load8(wp + 24)
+                    a = SIMD8<Float>(repeating: p0[1]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[1]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[1]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[1]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[1]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[1]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    b0 = load8(wp + 32); b1 = load8(wp + 40)
+                    a = SIMD8<Float>(repeating: p0[2]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[2]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[2]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[2]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[2]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[2]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    b0 = load8(wp + 48); b1 = load8(wp + 56)
+                    a = SIMD8<Float>(repeating: p0[3]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[3]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[3]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[3]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[3]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[3]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    b0 = load8(wp + 64); b1 = load8(wp + 72)
+                    a = SIMD8<Float>(repeating: p0[4]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[4]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[4]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[4]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[4]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[4]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    b0 = load8(wp + 80); b1 = load8(wp + 88)
+                    a = SIMD8<Float>(repeating: p0[5]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[5]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[5]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[5]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[5]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[5]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    b0 = load8(wp + 96); b1 = load8(wp + 104)
+                    a = SIMD8<Float>(repeating: p0[6]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[6]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[6]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[6]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[6]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[6]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    b0 = load8(wp + 112); b1 = load8(wp + 120)
+                    a = SIMD8<Float>(repeating: p0[7]); c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
+                    a = SIMD8<Float>(repeating: p1[7]); c10 = fmadd(c10, a, b0); c11 = fmadd(c11, a, b1)
+                    a = SIMD8<Float>(repeating: p2[7]); c20 = fmadd(c20, a, b0); c21 = fmadd(c21, a, b1)
+                    a = SIMD8<Float>(repeating: p3[7]); c30 = fmadd(c30, a, b0); c31 = fmadd(c31, a, b1)
+                    a = SIMD8<Float>(repeating: p4[7]); c40 = fmadd(c40, a, b0); c41 = fmadd(c41, a, b1)
+                    a = SIMD8<Float>(repeating: p5[7]); c50 = fmadd(c50, a, b0); c51 = fmadd(c51, a, b1)
+                    wp += 128
+                    continue
+                }
+                for ci in 0..<lanes {
                     let b0 = load8(wp), b1 = load8(wp + 8)
                     var a = SIMD8<Float>(repeating: p0[ci])
                     c00 = fmadd(c00, a, b0); c01 = fmadd(c01, a, b1)
@@ -320,21 +391,41 @@ public final class BlockedConv2D: @unchecked Sendable {
             }
             cbOff += cbStride
         }
-        let b0 = load8(bias), b1 = load8(bias + 8)
-        let lov = SIMD8<Float>(repeating: lo), hiv = SIMD8<Float>(repeating: hi)
-        @inline(__always) func store(_ i: Int, _ v0: SIMD8<Float>, _ v1: SIMD8<Float>) {
-            guard i < nPix else { return }
+        let ep = Epilogue(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
+                          twoBlocks: twoBlocks, lo: lo, hi: hi)
+        ep.store(0, c00, c01)
+        if nPix > 1 { ep.store(1, c10, c11) }
+        if nPix > 2 { ep.store(2, c20, c21) }
+        if nPix > 3 { ep.store(3, c30, c31) }
+        if nPix > 4 { ep.store(4, c40, c41) }
+        if nPix > 5 { ep.store(5, c50, c51) }
+    }
+
+    /// Bias, residual, clamp and store of one pixel's 16 accumulated channels.
+    struct Epilogue {
+        let b0: SIMD8<Float>, b1: SIMD8<Float>, lo: SIMD8<Float>, hi: SIMD8<Float>
+        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>
+        let blockStride: Int, twoBlocks: Bool
+
+        @inline(__always)
+        init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
+             pixOut: UnsafePointer<Int>, blockStride: Int, twoBlocks: Bool, lo: Float, hi: Float) {
+            b0 = load8(bias); b1 = load8(bias + 8)
+            self.lo = SIMD8(repeating: lo); self.hi = SIMD8(repeating: hi)
+            (self.residual, self.y, self.pixOut, self.blockStride, self.twoBlocks) = (residual, y, pixOut, blockStride, twoBlocks)
+        }
+
+        @_transparent
+        func store(_ i: Int, _ v0: SIMD8<Float>, _ v1: SIMD8<Float>) {
             let o = pixOut[i]
             var a = v0 + b0, b = v1 + b1
             if let r = residual {
                 a += load8(r + o)
-                if twoBlocks { b += load8(r + o + outBlockStride) }
+                if twoBlocks { b += load8(r + o + blockStride) }
             }
-            store8(pointwiseMin(pointwiseMax(a, lov), hiv), y + o)
-            if twoBlocks { store8(pointwiseMin(pointwiseMax(b, lov), hiv), y + o + outBlockStride) }
+            store8(vmin(vmax(a, lo), hi), y + o)
+            if twoBlocks { store8(vmin(vmax(b, lo), hi), y + o + blockStride) }
         }
-        store(0, c00, c01); store(1, c10, c11); store(2, c20, c21)
-        store(3, c30, c31); store(4, c40, c41); store(5, c50, c51)
     }
 }
 

@@ -24,16 +24,16 @@ public enum Activation: Hashable, Sendable {
         case .identity: return
         case .relu:
             let z = SIMD8<Float>()
-            while i + 8 <= count { store8(pointwiseMax(load8(p + i), z), p + i); i += 8 }
+            while i + 8 <= count { store8(vmax(load8(p + i), z), p + i); i += 8 }
         case .relu1:
             let z = SIMD8<Float>(), one = SIMD8<Float>(repeating: 1)
-            while i + 8 <= count { store8(pointwiseMin(pointwiseMax(load8(p + i), z), one), p + i); i += 8 }
+            while i + 8 <= count { store8(vmin(vmax(load8(p + i), z), one), p + i); i += 8 }
         case .leakyRelu1(let s):
             let z = SIMD8<Float>(), one = SIMD8<Float>(repeating: 1), sv = SIMD8<Float>(repeating: s)
             while i + 8 <= count {
                 let x = load8(p + i)
                 // clamp(x) + s·(x − clamp(x)) equals the three-piece definition.
-                let c = pointwiseMin(pointwiseMax(x, z), one)
+                let c = vmin(vmax(x, z), one)
                 store8(c + sv * (x - c), p + i)
                 i += 8
             }
