@@ -4,10 +4,13 @@ import Foundation
 // dynbench: the library's benchmark CLI. `dynbench` with no arguments runs a short default suite.
 
 let usage = """
-usage: dynbench [models|kernels] [--cases NAME…] [--threads T…] [--batch B…]
+usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batch B…]
                 [--repeats R] [--warmup W] [--json FILE]
+       dynbench compare PEER.json OURS.json
   models    CIFAR ResNets forward (resnet18_cifar resnet56_cifar resnet110_cifar)
   kernels   single 3×3 convolution layers (conv3x3_c64_k64_32x32, …)
+  peak      measured FP32 FMA throughput of this machine (the % of peak denominator)
+  compare   side-by-side table of two result files (peer first), ratio = our img/s ÷ peer's
   (none)    short default suite: kernels and models at batch 1, all threads
 """
 
@@ -90,7 +93,7 @@ func run(_ o: Options) throws {
     }
     let threadList = o.threads.isEmpty ? [Parallel.coreCount] : o.threads
     let batchList = o.batches.isEmpty ? [1] : o.batches
-    print("dynbench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; peak ≈ \(Int(peakGFLOPsPerCore)) GFLOP/s per core")
+    print("dynbench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; measured peak \(String(format: "%.1f", peakGFLOPsPerCore)) GFLOP/s per core")
     print(String(repeating: "-", count: 96))
     print("case".padding(toLength: 28, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms     ",
           " img/s  ", "GFLOP/s", " % peak")
@@ -121,7 +124,12 @@ func run(_ o: Options) throws {
 }
 
 do {
-    try run(parse(Array(CommandLine.arguments.dropFirst())))
+    let args = Array(CommandLine.arguments.dropFirst())
+    if args.first == "compare" {
+        try runCompare(Array(args.dropFirst()))
+        exit(0)
+    }
+    try run(parse(args))
 } catch {
     FileHandle.standardError.write("dynbench: \(error)\n".data(using: .utf8)!)
     exit(2)

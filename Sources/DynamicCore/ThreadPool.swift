@@ -3,24 +3,31 @@ import Foundation
 
 /// A small persistent thread pool for kernels. Workers spin briefly between jobs (a ResNet-56
 /// layer at batch 1 takes ~40 µs, so waking a sleeping thread per layer would cost more than
-/// the work), then sleep on a semaphore. The caller participates in every job.
+/// the work), then sleep on a semaphore. The caller works on every job too.
 ///
-/// Tasks are claimed dynamically, but each task always computes the same outputs the same
-/// way, so results never depend on the number of threads or on scheduling.
+/// Workers *join* a job through a ticket word; the caller closes the ticket once every task is
+/// claimed and waits only for workers that joined. A worker that the OS has descheduled (another
+/// process on its core) therefore never holds up a job it did not start.
+///
+/// Tasks are claimed dynamically, but each task always computes the same outputs the same way,
+/// so results never depend on the number of threads or on scheduling.
 final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool(workers: Swift.max(0, Parallel.coreCount - 1))
 
     private final class Worker: @unchecked Sendable {
         let wake = DispatchSemaphore(value: 0)
         /// 1 while the worker is (about to be) blocked on `wake`.
-        var sleeping = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        let sleeping = UnsafeMutablePointer<Int>.allocate(capacity: 1)
         init() { sleeping.initialize(to: 0) }
     }
 
+    // Ticket layout: generation << 10 | closed << 9 | joined workers (< 512).
+    private static let closedBit = 1 << 9, joinedMask = (1 << 9) - 1, generationShift = 10
+
     private let workers: [Worker]
     /// Shared counters, each on its own cache line.
-    private let counters = UnsafeMutablePointer<Int>.allocate(capacity: 64)
-    private var generation: UnsafeMutablePointer<Int> { counters }
+    private let counters = UnsafeMutablePointer<Int>.allocate(capacity: 48)
+    private var ticket: UnsafeMutablePointer<Int> { counters }
     private var nextTask: UnsafeMutablePointer<Int> { counters + 16 }
     private var finished: UnsafeMutablePointer<Int> { counters + 32 }
     private var jobTasks = 0
@@ -30,11 +37,11 @@ final class ThreadPool: @unchecked Sendable {
     private static let spinIterations = 40_000
 
     init(workers count: Int) {
-        counters.initialize(repeating: 0, count: 64)
+        counters.initialize(repeating: 0, count: 48)
         workers = (0..<count).map { _ in Worker() }
-        for (i, w) in workers.enumerated() {
-            let t = Thread { [unowned self] in self.workerLoop(index: i, worker: w) }
-            t.name = "dyn-pool-\(i)"
+        for w in workers {
+            let t = Thread { [unowned self] in self.workerLoop(w) }
+            t.name = "dyn-pool"
             t.stackSize = 1 << 20
             t.start()
         }
@@ -58,10 +65,19 @@ final class ThreadPool: @unchecked Sendable {
             jobWorkers = helpers
             dyn_atomic_store(nextTask, 0)
             dyn_atomic_store(finished, 0)
-            dyn_atomic_fetch_add(generation, 1)   // release: publishes job fields
+            let generation = (dyn_atomic_load(ticket) >> Self.generationShift) + 1
+            dyn_atomic_store(ticket, generation << Self.generationShift)   // release: publishes the job
             for w in workers.prefix(helpers) where dyn_atomic_cas(w.sleeping, 1, 0) != 0 { w.wake.signal() }
             drain(body)
-            while dyn_atomic_load(finished) < helpers { dyn_cpu_relax() }
+            // Close the ticket: no worker joins after this; wait for those that did.
+            var t = dyn_atomic_load(ticket)
+            while dyn_atomic_cas(ticket, t, t | Self.closedBit) == 0 { t = dyn_atomic_load(ticket) }
+            let joined = t & Self.joinedMask
+            var spins = 0
+            while dyn_atomic_load(finished) < joined {
+                spins += 1
+                if spins < 4_000 { dyn_cpu_relax() } else { sched_yield() }
+            }
             job = nil
         }
     }
@@ -81,18 +97,29 @@ final class ThreadPool: @unchecked Sendable {
         drain(body)
     }
 
-    private func workerLoop(index: Int, worker: Worker) {
+    /// Joins the job of `generation` if it is still open and has room; false otherwise.
+    private func join(_ generation: Int) -> Bool {
+        while true {
+            let t = dyn_atomic_load(ticket)
+            if t >> Self.generationShift != generation || t & Self.closedBit != 0 || t & Self.joinedMask >= jobWorkers {
+                return false
+            }
+            if dyn_atomic_cas(ticket, t, t + 1) != 0 { return true }
+        }
+    }
+
+    private func workerLoop(_ worker: Worker) {
         var seen = 0
         while true {
             var spins = 0
-            var gen = dyn_atomic_load(generation)
-            while gen == seen {
+            var generation = dyn_atomic_load(ticket) >> Self.generationShift
+            while generation == seen {
                 if spins < Self.spinIterations {
                     dyn_cpu_relax()
                     spins += 1
                 } else {
                     dyn_atomic_store(worker.sleeping, 1)
-                    if dyn_atomic_load(generation) != seen {
+                    if dyn_atomic_load(ticket) >> Self.generationShift != seen {
                         // A job arrived meanwhile: cancel the sleep, unless the submitter already
                         // claimed the flag and will signal (then consume that signal).
                         if dyn_atomic_cas(worker.sleeping, 1, 0) == 0 { worker.wake.wait() }
@@ -101,11 +128,10 @@ final class ThreadPool: @unchecked Sendable {
                     }
                     spins = 0
                 }
-                gen = dyn_atomic_load(generation)
+                generation = dyn_atomic_load(ticket) >> Self.generationShift
             }
-            seen = gen
-            // Only the first `jobWorkers` workers take part in this job.
-            if index < jobWorkers {
+            seen = generation
+            if join(generation) {
                 participate()
                 dyn_atomic_fetch_add(finished, 1)
             }

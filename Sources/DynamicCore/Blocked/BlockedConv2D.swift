@@ -194,15 +194,16 @@ public final class BlockedConv2D: @unchecked Sendable {
         let (lo, hi) = Self.clampBounds(activation)
         let panel = reductionBlocks * taps * lanes * 16
         let outBlocks = so.blocks
-        for j in jr {
-            let two = 2 * j + 1 < outBlocks
-            let yj = y + 2 * j * so.blockStride
-            let rj = r.map { UnsafePointer($0 + 2 * j * so.blockStride) }
-            for g in gr {
-                let p0 = g * 6
+        // Pixel tile outer, channel pair inner: the tile's input windows stay in L1 while the
+        // weight panels stream from L2 (a 64-channel 3×3 panel is 36 KB, more than L1).
+        for g in gr {
+            let p0 = g * 6
+            let nPix = Swift.min(6, pixels - p0)
+            for j in jr {
+                let off = 2 * j * so.blockStride
                 Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
-                              yj, pixOut + p0, so.blockStride, Swift.min(6, pixels - p0), two,
-                              bias + 16 * j, rj, lo, hi)
+                              y + off, pixOut + p0, so.blockStride, nPix, 2 * j + 1 < outBlocks,
+                              bias + 16 * j, r.map { UnsafePointer($0 + off) }, lo, hi)
             }
         }
     }

@@ -1,14 +1,16 @@
 import DynamicCore
 
 /// Convolution followed by batch norm and an optional activation — the unit CNNs are built
-/// from. In eval mode the batch norm is folded into the convolution (one pass, no BN kernel);
-/// the folded weights are rebuilt only when a parameter or buffer changed. Keys are those of
-/// the two layers it wraps, so it is not a module of its own: owners register `conv` and `bn`.
+/// from. In eval mode the batch norm is folded into the convolution (one pass, no BN kernel)
+/// and the folded weights are packed once for the NCHW8c kernel; both are rebuilt only when
+/// a parameter or buffer changed. Keys are those of the two layers it wraps, so it is not a
+/// module of its own: owners register `conv` and `bn`.
 public final class ConvBNUnit: @unchecked Sendable {
     public let conv: Conv2d
     public let bn: BatchNorm2d
     public let activation: Activation
     private var folded: (weight: Tensor, bias: Tensor, versions: [UInt64])?
+    private var packed: (conv: BlockedConv2D, versions: [UInt64])?
 
     public init(conv: Conv2d, bn: BatchNorm2d, activation: Activation) {
         precondition(conv.config.outChannels == bn.channels, "conv and batch norm channel counts differ")
@@ -31,6 +33,16 @@ public final class ConvBNUnit: @unchecked Sendable {
                                   eps: bn.eps)
         folded = (r.weight, r.bias, v)
         return r
+    }
+
+    /// The folded convolution packed for the NCHW8c kernel (groups = 1), cached.
+    public func blocked() -> BlockedConv2D {
+        let v = versions
+        if let p = packed, p.versions == v { return p.conv }
+        let f = foldedWeights()
+        let c = BlockedConv2D(weight: f.weight, bias: f.bias, config: conv.config)
+        packed = (c, v)
+        return c
     }
 
     /// act(bn(conv(x))). x: [N, Cin, H, W] → [N, Cout, Ho, Wo].

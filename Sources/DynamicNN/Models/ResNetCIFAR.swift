@@ -1,4 +1,5 @@
 import DynamicCore
+import Foundation
 
 // CIFAR ResNets of He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016),
 // §4.2: 3×3 stem, no max pool, global average pool, one linear layer. Shortcuts use a 1×1
@@ -54,6 +55,10 @@ public final class CIFARResNet: Module, Layer {
     public let linear: Linear
     public let name: String
     let stem: ConvBNUnit
+    /// Threads for eval-mode inference (nil: `Parallel.defaultThreads`).
+    public var threads: Int?
+    private var plans: [[Int]: ResNetInferencePlan] = [:]
+    private let planLock = NSLock()
 
     public init(name: String, widths: [Int], blocksPerStage: [Int], classes: Int = 10, seed: UInt64 = 0) {
         precondition(widths.count == blocksPerStage.count && !widths.isEmpty)
@@ -100,8 +105,9 @@ public final class CIFARResNet: Module, Layer {
             + [("linear", linear)]
     }
 
-    /// Sets the thread count of every convolution and linear layer (nil: all cores).
+    /// Sets the thread count of inference and of every convolution and linear layer (nil: all cores).
     public func setThreads(_ threads: Int?) {
+        self.threads = threads
         func visit(_ m: Module) {
             if let c = m as? Conv2d { c.threads = threads }
             if let l = m as? Linear { l.threads = threads }
@@ -110,8 +116,17 @@ public final class CIFARResNet: Module, Layer {
         visit(self)
     }
 
-    /// Logits [N, classes] for x [N, 3, H, W].
+    /// Logits [N, classes] for x [N, 3, H, W]. In eval mode this runs the blocked inference plan
+    /// for the input's shape (built on first use; one call at a time per model).
     public func callAsFunction(_ x: Tensor) -> Tensor {
+        if !isTraining {
+            precondition(x.rank == 4 && x.shape[1] == 3, "\(name) expects [N, 3, H, W], got \(x.shape)")
+            planLock.lock()
+            defer { planLock.unlock() }
+            let plan = plans[x.shape] ?? ResNetInferencePlan(model: self, n: x.shape[0], h: x.shape[2], w: x.shape[3])
+            plans[x.shape] = plan
+            return plan.run(self, x, threads: threads)
+        }
         var h = stem(x)
         for s in stages { h = s(h) }
         return linear(pool(h))
