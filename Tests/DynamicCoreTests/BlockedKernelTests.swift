@@ -78,3 +78,47 @@ final class BlockedKernelTests: XCTestCase {
         assertClose(out.toTensor(), Reference.relu(Reference.conv2d(x, weight: w, bias: conv.biasTensor, config: cfg)), tol: 2e-6)
     }
 }
+
+final class BlockedOpsTests: XCTestCase {
+    func testDepthwiseAgainstReference() {
+        var rng = SeededRNG(seed: 4)
+        for c in [1, 7, 8, 9, 16, 23] {
+            for (k, s, p, d) in [(3, 1, 1, 1), (3, 2, 1, 1), (5, 1, 2, 1), (3, 1, 2, 2), (1, 1, 0, 1)] {
+                for w in [1, 4, 7, 9] {
+                    let cfg = Conv2DConfig(inChannels: c, outChannels: c, kernelSize: k, stride: s, padding: p,
+                                           dilation: d, groups: c)
+                    let wt = Tensor.normal(cfg.weightShape, rng: &rng), b = Tensor.normal([c], rng: &rng)
+                    let x = Tensor.normal([2, c, 6, w], rng: &rng)
+                    let dw = BlockedDepthwiseConv2D(weight: wt, bias: b, config: cfg)
+                    let out = BlockedBuffer(dw.outputShape(n: 2, h: 6, w: w, halo: 1))
+                    dw.run(BlockedBuffer(x, halo: 2), into: out, activation: .relu, threads: 2)
+                    let ref = Reference.relu(Reference.conv2d(x, weight: wt, bias: b, config: cfg))
+                    assertClose(out.toTensor(), ref, tol: 1e-6, "c\(c) k\(k) s\(s) p\(p) d\(d) w\(w)")
+                }
+            }
+        }
+    }
+
+    func testPoolingAndGlobalAverageAgainstReference() {
+        var rng = SeededRNG(seed: 5)
+        for c in [1, 8, 9, 17] {
+            for w in [1, 2, 7, 8, 9] {
+                let x = Tensor.normal([2, c, 7, w], rng: &rng)
+                let input = BlockedBuffer(x, halo: 1)
+                assertClose(BlockedOps.globalAvgPool(input), Reference.globalAvgPool(x), tol: 1e-6)
+                for (k, s, p) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0)] where k <= w + 2 * p {
+                    for include in [true, false] {
+                        let cfg = Pool2DConfig(kernelSize: k, stride: s, padding: p, countIncludePad: include)
+                        let o = cfg.outputSize(h: 7, w: w)
+                        for isMax in [true, false] {
+                            let out = BlockedBuffer(BlockedShape(n: 2, c: c, h: o.h, w: o.w, halo: 1))
+                            BlockedOps.pool(input, into: out, cfg, isMax: isMax)
+                            let ref = isMax ? Reference.maxPool2d(x, cfg) : Reference.avgPool2d(x, cfg)
+                            assertClose(out.toTensor(), ref, tol: 1e-6, "c\(c) w\(w) k\(k) s\(s) p\(p) max=\(isMax)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

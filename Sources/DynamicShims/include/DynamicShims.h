@@ -23,6 +23,9 @@ static inline long dyn_atomic_fetch_add(long *p, long v) { return __atomic_fetch
 static inline int dyn_atomic_cas(long *p, long expected, long desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+/// Hint that `p` will be read soon (into all cache levels).
+static inline void dyn_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 static inline void dyn_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __asm__ __volatile__("pause");
