@@ -105,6 +105,16 @@ public final class CIFARResNet: Module, Layer {
             + [("linear", linear)]
     }
 
+    /// Packs every folded convolution now, so concurrent workers only read the caches.
+    func prepareInference() {
+        _ = stem.blocked()
+        for stage in stages {
+            for case let b as BasicBlock in stage.layers {
+                _ = b.unit1.blocked(); _ = b.unit2.blocked(); _ = b.projection?.blocked()
+            }
+        }
+    }
+
     /// Sets the thread count of inference and of every convolution and linear layer (nil: all cores).
     public func setThreads(_ threads: Int?) {
         self.threads = threads
@@ -123,9 +133,13 @@ public final class CIFARResNet: Module, Layer {
             precondition(x.rank == 4 && x.shape[1] == 3, "\(name) expects [N, 3, H, W], got \(x.shape)")
             planLock.lock()
             defer { planLock.unlock() }
-            let plan = plans[x.shape] ?? ResNetInferencePlan(model: self, n: x.shape[0], h: x.shape[2], w: x.shape[3])
-            plans[x.shape] = plan
-            return plan.run(self, x, threads: threads)
+            return ResNetInferencePlan.runBatched(self, x, threads: threads ?? Parallel.defaultThreads) { shape, worker in
+                let key = shape + [worker]
+                if let p = plans[key] { return p }
+                let p = ResNetInferencePlan(model: self, n: shape[0], h: shape[2], w: shape[3])
+                plans[key] = p
+                return p
+            }
         }
         var h = stem(x)
         for s in stages { h = s(h) }

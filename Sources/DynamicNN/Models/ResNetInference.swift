@@ -55,6 +55,56 @@ final class ResNetInferencePlan: @unchecked Sendable {
     }
 }
 
+extension ResNetInferencePlan {
+    /// Images per micro-batch: enough to fill tiles on small feature maps, few enough that a
+    /// micro-batch's activations stay in L2 (depth-first through the network).
+    static func microBatch(_ m: CIFARResNet, h: Int, w: Int) -> Int {
+        let bytesPerImage = m.stem.conv.config.outChannels * (h + 2) * (w + 2) * 4
+        let fitsL2 = (384 << 10) / bytesPerImage
+        // The last stage works on (h / 2^(stages-1))² pixels; 96 of them fill 16 six-pixel tiles.
+        let shrink = 1 << (m.stages.count - 1)
+        let lastPixels = Swift.max(1, (h / shrink) * (w / shrink))
+        return Swift.max(1, Swift.min(16, Swift.max(fitsL2, (96 + lastPixels - 1) / lastPixels)))
+    }
+
+    /// Runs x [N, 3, H, W]. Small batches go through one plan with threads inside each layer;
+    /// larger ones are cut into micro-batches that workers run depth-first on their own plans
+    /// (no synchronisation per layer). Each image's logits are the same either way.
+    static func runBatched(_ m: CIFARResNet, _ x: Tensor, threads: Int,
+                           plan: ([Int], Int) -> ResNetInferencePlan) -> Tensor {
+        let n = x.shape[0], (h, w) = (x.shape[2], x.shape[3])
+        let micro = microBatch(m, h: h, w: w)
+        let chunks = (n + micro - 1) / micro
+        if chunks < 2 * Swift.max(threads, 1) && n <= micro * Swift.max(threads, 1) {
+            return plan(x.shape, 0).run(m, x, threads: threads)
+        }
+        let ranges = (0..<chunks).map { ($0 * micro)..<Swift.min(n, ($0 + 1) * micro) }
+        let workers = Swift.min(threads, chunks)
+        // Plans (and packed weights) are built up front: workers only read them.
+        var plans: [[Int]: ResNetInferencePlan] = [:]
+        for r in ranges {
+            for wk in 0..<workers {
+                let shape = [r.count, 3, h, w]
+                if plans[shape + [wk]] == nil { plans[shape + [wk]] = plan(shape, wk) }
+            }
+        }
+        m.prepareInference()
+        var outputs = [Tensor?](repeating: nil, count: chunks)
+        outputs.withUnsafeMutableBufferPointer { out in
+            let slots = out.baseAddress!
+            Parallel.forEach(workers, threads: workers) { wk in
+                var i = wk
+                while i < chunks {
+                    let r = ranges[i]
+                    slots[i] = plans[[r.count, 3, h, w, wk]]!.run(m, x.batch(r), threads: 1)
+                    i += workers
+                }
+            }
+        }
+        return Tensor.concatBatch(outputs.map { $0! })
+    }
+}
+
 /// Hands out zeroed buffers by shape and takes them back for reuse, so a plan needs only a few
 /// buffers per shape however deep the network is.
 struct BufferPool {
