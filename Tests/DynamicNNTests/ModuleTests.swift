@@ -136,4 +136,19 @@ final class InferencePlanTests: XCTestCase {
         // And the blocked plan agrees with the layer-by-layer NCHW path.
         XCTAssertLessThan(y1.maxRelativeError(PyTorchFixtureTests.unfusedForward(m, x)), 1e-5)
     }
+
+    /// Batches larger than one micro-batch per worker run depth-first on per-worker plans.
+    func testMicroBatchedPathMatchesSingleImages() {
+        let m = CIFARResNet.depth(8, seed: 4).eval()
+        var rng = SeededRNG(seed: 10)
+        let x = Tensor.normal([23, 3, 32, 32], rng: &rng)
+        m.setThreads(2)
+        let y = m(x)
+        m.setThreads(1)
+        XCTAssertEqual(m(x).scalars, y.scalars)
+        m.setThreads(3)
+        XCTAssertEqual(m(x).scalars, y.scalars)
+        for i in [0, 7, 22] { XCTAssertEqual(m(x.batch(i)).scalars, y.batch(i).scalars, "sample \(i)") }
+        XCTAssertLessThan(y.maxRelativeError(PyTorchFixtureTests.unfusedForward(m, x)), 1e-5)
+    }
 }
