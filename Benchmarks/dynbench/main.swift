@@ -11,7 +11,8 @@ usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batc
   kernels   single 3×3 convolution layers (conv3x3_c64_k64_32x32, …)
   peak      measured FP32 FMA throughput of this machine (the % of peak denominator)
   compare   side-by-side table of two result files (peer first), ratio = our img/s ÷ peer's
-  (none)    short default suite: kernels and models at batch 1, all threads
+  (none)    short default suite (< 1 min): every conv case at batch 1 on 1 thread, then
+            ResNet-18/56 at batch 1 and 64 on 1 thread and on all cores
 """
 
 struct Options {
@@ -82,25 +83,27 @@ func run(_ o: Options) throws {
         switch o.command {
         case "models": names = BenchCase.modelCases.map(\.name)
         case "kernels": names = BenchCase.convCases.map(\.name)
-        default: names = ["conv3x3_c64_k64_32x32", "conv3x3_c256_k256_8x8", "resnet18_cifar", "resnet56_cifar"]
+        default: names = BenchCase.convCases.map(\.name) + ["resnet18_cifar", "resnet56_cifar"]
         }
     }
+    let isDefault = o.command == "default" && o.cases.isEmpty && o.threads.isEmpty && o.batches.isEmpty
     let cases = try names.map { n -> BenchCase in
         guard let c = BenchCase.named(n) else {
             throw NSError(domain: "dynbench", code: 2, userInfo: [NSLocalizedDescriptionKey: "unknown case \(n)"])
         }
         return c
     }
-    let threadList = o.threads.isEmpty ? [Parallel.coreCount] : o.threads
-    let batchList = o.batches.isEmpty ? [1] : o.batches
+    let threadList = o.threads.isEmpty ? (isDefault ? [1, Parallel.coreCount] : [Parallel.coreCount]) : o.threads
+    let batchList = o.batches.isEmpty ? (isDefault ? [1, 64] : [1]) : o.batches
     print("dynbench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; measured peak \(String(format: "%.1f", peakGFLOPsPerCore)) GFLOP/s per core")
     print(String(repeating: "-", count: 96))
     print("case".padding(toLength: 28, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms     ",
           " img/s  ", "GFLOP/s", " % peak")
     var rows: [ResultRow] = []
     for c in cases {
-        for t in threadList {
-            for b in batchList {
+        let isConv = c.name.hasPrefix("conv")
+        for t in (isDefault && isConv ? [1] : threadList) {
+            for b in (isDefault && isConv ? [1] : batchList) {
                 let (runCase, flops) = c.prepare(batch: b, threads: t)
                 let timing = Timing.measure(warmup: o.warmup, repeats: o.repeats, minSeconds: 0.5, runCase)
                 let gflops = flops * Double(b) / (timing.median / 1e3) / 1e9
