@@ -22,7 +22,7 @@ public final class Parameter: @unchecked Sendable {
 /// Base class of every layer and model: an explicit tree of named children and named
 /// parameters (no reflection). Keys are dotted paths matching PyTorch's `state_dict` names
 /// for the same architecture (`layer1.0.conv1.weight`).
-open class Module: @unchecked Sendable {
+open class Module {
     /// Training mode flag; set on a whole tree with `train()` / `eval()`.
     public private(set) var isTraining = true
 

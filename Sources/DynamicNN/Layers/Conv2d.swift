@@ -8,6 +8,8 @@ public final class Conv2d: Module, Layer {
     public let bias: Parameter?
     /// Threads for this layer's kernels (nil: `Parallel.defaultThreads`).
     public var threads: Int?
+    /// Input of the last training-mode forward, kept for `backward`.
+    var savedInput: Tensor?
 
     /// PyTorch's default init: weight ~ kaiming_uniform(a=√5) = U(±1/√fan_in), bias likewise.
     public init(_ config: Conv2DConfig, bias: Bool = true, rng: inout SeededRNG) {
@@ -31,7 +33,8 @@ public final class Conv2d: Module, Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        Ops.conv2d(x, weight: weight.value, bias: bias?.value, config: config, threads: threads)
+        if isTraining { savedInput = x }
+        return Ops.conv2d(x, weight: weight.value, bias: bias?.value, config: config, threads: threads)
     }
 }
 
@@ -44,6 +47,8 @@ public final class BatchNorm2d: Module, Layer {
     public let runningMean: Parameter, runningVar: Parameter
     public let eps: Float, momentum: Float
     public var channels: Int { weight.value.count }
+    /// Input and batch statistics of the last training-mode forward, kept for `backward`.
+    var saved: BatchNormCache?
 
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
         weight = Parameter(Tensor(shape: [channels], repeating: 1))
@@ -66,15 +71,15 @@ public final class BatchNorm2d: Module, Layer {
                                  variance: runningVar.value, eps: eps)
         }
         let (mean, variance) = Self.batchStatistics(x)
+        let cache = BatchNormCache(input: x, mean: mean, invStd: variance.map { 1 / ($0 + eps).squareRoot() })
+        saved = cache
         let n = x.count / channels
         let unbiased = n > 1 ? Float(n) / Float(n - 1) : 1
         runningMean.value = Tensor(shape: [channels], scalars: zip(runningMean.value.scalars, mean).map {
             (1 - momentum) * $0 + momentum * $1 })
         runningVar.value = Tensor(shape: [channels], scalars: zip(runningVar.value.scalars, variance).map {
             (1 - momentum) * $0 + momentum * $1 * unbiased })
-        return Ops.batchNorm(x, gamma: weight.value, beta: bias.value,
-                             mean: Tensor(shape: [channels], scalars: mean),
-                             variance: Tensor(shape: [channels], scalars: variance), eps: eps)
+        return cache.output(gamma: weight.value, beta: bias.value)
     }
 
     /// Per-channel mean and biased variance over N and the spatial axes (Double accumulation).
@@ -103,6 +108,8 @@ public final class Linear: Module, Layer {
     public let weight: Parameter
     public let bias: Parameter?
     public var threads: Int?
+    /// Input of the last training-mode forward, kept for `backward`.
+    var savedInput: Tensor?
 
     /// PyTorch's default init: U(±1/√in) for weight and bias.
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, rng: inout SeededRNG) {
@@ -117,6 +124,7 @@ public final class Linear: Module, Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        Ops.linear(x, weight: weight.value, bias: bias?.value, threads: threads)
+        if isTraining { savedInput = x }
+        return Ops.linear(x, weight: weight.value, bias: bias?.value, threads: threads)
     }
 }

@@ -3,8 +3,13 @@ import DynamicCore
 /// Pointwise activation layer: ReLU, ReLU-1 (clamp to [0, 1]) or leaky ReLU-1. Any shape.
 public final class ActivationLayer: Module, Layer {
     public let activation: Activation
+    /// Input of the last training-mode forward, kept for `backward`.
+    var savedInput: Tensor?
     public init(_ activation: Activation) { self.activation = activation }
-    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.activation(x, activation) }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if isTraining { savedInput = x }
+        return Ops.activation(x, activation)
+    }
 
     /// `max(x, 0)`.
     public static func relu() -> ActivationLayer { ActivationLayer(.relu) }
@@ -20,7 +25,12 @@ public final class MaxPool2d: Module, Layer {
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
         config = Pool2DConfig(kernelSize: kernelSize, stride: stride, padding: padding)
     }
-    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.maxPool2d(x, config) }
+    /// Input of the last training-mode forward, kept for `backward`.
+    var savedInput: Tensor?
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if isTraining { savedInput = x }
+        return Ops.maxPool2d(x, config)
+    }
 }
 
 /// Average pooling, [N, C, H, W] → [N, C, Ho, Wo].
@@ -29,19 +39,34 @@ public final class AvgPool2d: Module, Layer {
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0, countIncludePad: Bool = true) {
         config = Pool2DConfig(kernelSize: kernelSize, stride: stride, padding: padding, countIncludePad: countIncludePad)
     }
-    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.avgPool2d(x, config) }
+    /// Input shape of the last training-mode forward, kept for `backward`.
+    var savedShape: [Int]?
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if isTraining { savedShape = x.shape }
+        return Ops.avgPool2d(x, config)
+    }
 }
 
 /// Global average pooling, [N, C, H, W] → [N, C].
 public final class GlobalAvgPool2d: Module, Layer {
     override public init() {}
-    public func callAsFunction(_ x: Tensor) -> Tensor { Ops.globalAvgPool(x) }
+    /// Input shape of the last training-mode forward, kept for `backward`.
+    var savedShape: [Int]?
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if isTraining { savedShape = x.shape }
+        return Ops.globalAvgPool(x)
+    }
 }
 
 /// [N, …] → [N, product(…)], no copy.
 public final class Flatten: Module, Layer {
     override public init() {}
-    public func callAsFunction(_ x: Tensor) -> Tensor { x.flattened() }
+    /// Input shape of the last training-mode forward, kept for `backward`.
+    var savedShape: [Int]?
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if isTraining { savedShape = x.shape }
+        return x.flattened()
+    }
 }
 
 /// Passes its input through (an empty shortcut).
