@@ -44,7 +44,7 @@ func parse(_ args: [String]) throws -> Options {
     }
     while i < args.count {
         switch args[i] {
-        case "models", "kernels", "peak": o.command = args[i]
+        case "models", "kernels", "peak", "pool": o.command = args[i]
         case "--cases": o.cases = values()
         case "--threads": o.threads = try ints("--threads")
         case "--batch": o.batches = try ints("--batch")
@@ -75,8 +75,35 @@ func runPeak(threads: [Int]) {
     }
 }
 
+/// Thread-pool dispatch cost and balance: many tiny jobs of 16 tasks on all cores.
+func runPoolProbe() {
+    let threads = Parallel.coreCount
+    for work in [0, 2_000, 20_000] {
+        var callerShare = 0.0
+        let calls = 20_000
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<calls {
+            let me = Thread.current
+            var mine = 0
+            withUnsafeMutablePointer(to: &mine) { minePtr in
+                Parallel.forEach(16, threads: threads) { _ in
+                    var acc: Float = 0
+                    for k in 0..<work { acc += Float(k) }
+                    if acc == -1 { print(acc) }
+                    if Thread.current == me { minePtr.pointee += 1 }
+                }
+            }
+            callerShare += Double(mine) / 16
+        }
+        let us = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e3 / Double(calls)
+        print(String(format: "pool: 16 tasks × %6d adds, %d threads: %7.2f µs per call, caller ran %.0f%% of tasks",
+                     work, threads, us, 100 * callerShare / Double(calls)))
+    }
+}
+
 func run(_ o: Options) throws {
     warnIfNoFMA()
+    if o.command == "pool" { runPoolProbe(); return }
     if o.command == "peak" { runPeak(threads: o.threads.isEmpty ? [1, Parallel.coreCount] : o.threads); return }
     var names = o.cases
     if names.isEmpty {

@@ -98,10 +98,10 @@ public final class BlockedConv2D: @unchecked Sendable {
         // in chunks whose input fits in L2; every chunk sweeps all output-channel pairs.
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
         let bytesPerGroup = reductionBlocks * 8 * 4 * 6 * c.strideH * c.strideW
-        // With several threads, at least two chunks per thread (dynamic claiming balances them);
-        // when there are too few pixel tiles for that, split the channel pairs as well.
-        let chunk = Swift.max(1, Swift.min((256 << 10) / bytesPerGroup,
-                                           threads == 1 ? Int.max : g.groups / (2 * threads)))
+        // With several threads, about eight tasks per thread, so that dynamic claiming evens out a
+        // worker that starts late: pixel chunks first, then channel pairs when tiles are few.
+        let tasksWanted = threads == 1 ? 1 : 8 * threads
+        let chunk = Swift.max(1, Swift.min((256 << 10) / bytesPerGroup, threads == 1 ? Int.max : g.groups / tasksWanted))
         let chunks = (g.groups + chunk - 1) / chunk
         let pairSplit = threads == 1 || chunks >= 2 * threads ? 1 : Swift.min(threads, pairs)
         let pairRanges = Parallel.ranges(pairs, parts: pairSplit)
