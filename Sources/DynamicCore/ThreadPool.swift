@@ -42,8 +42,14 @@ final class ThreadPool: @unchecked Sendable {
     init(workers count: Int) {
         counters.initialize(repeating: 0, count: 48)
         workers = (0..<count).map { _ in Worker() }
-        for w in workers {
-            let t = Thread { [unowned self] in self.workerLoop(w) }
+        for (i, w) in workers.enumerated() {
+            // Worker i stays on CPU i + 1: left to itself, Linux was seen parking the spinning
+            // worker and the caller on one CPU half of the time, halving two-thread speed.
+            let cpu = dyn_allowed_cpu(Int32((i + 1) % Swift.max(Parallel.coreCount, 1)))
+            let t = Thread { [unowned self] in
+                if cpu >= 0 { _ = dyn_pin_current_thread(cpu) }
+                self.workerLoop(w)
+            }
             t.name = "dyn-pool"
             t.stackSize = 1 << 20
             t.start()
@@ -76,10 +82,16 @@ final class ThreadPool: @unchecked Sendable {
             var t = dyn_atomic_load(ticket)
             while dyn_atomic_cas(ticket, t, t | Self.closedBit) == 0 { t = dyn_atomic_load(ticket) }
             let joined = t & Self.joinedMask
+            // Spin (a worker's last task takes microseconds); yield only if it was descheduled.
             var spins = 0
+            let waitStart = DispatchTime.now().uptimeNanoseconds
             while dyn_atomic_load(finished) < joined {
                 spins += 1
-                if spins < 4_000 { dyn_cpu_relax() } else { sched_yield() }
+                if spins & 255 != 0 || DispatchTime.now().uptimeNanoseconds - waitStart < Self.spinNanoseconds {
+                    dyn_cpu_relax()
+                } else {
+                    sched_yield()
+                }
             }
             job = nil
         }

@@ -9,8 +9,13 @@ public final class ConvBNUnit: @unchecked Sendable {
     public let conv: Conv2d
     public let bn: BatchNorm2d
     public let activation: Activation
-    private var folded: (weight: Tensor, bias: Tensor, versions: [UInt64])?
-    private var packed: (conv: BlockedConv2D, versions: [UInt64])?
+    private var folded: (weight: Tensor, bias: Tensor, versions: Versions)?
+    private var packed: (conv: BlockedConv2D, versions: Versions)?
+
+    /// Versions of the six tensors the folded weights derive from (no allocation: checked per call).
+    private struct Versions: Equatable {
+        var w: UInt64, b: UInt64, gamma: UInt64, beta: UInt64, mean: UInt64, variance: UInt64
+    }
 
     public init(conv: Conv2d, bn: BatchNorm2d, activation: Activation) {
         precondition(conv.config.outChannels == bn.channels, "conv and batch norm channel counts differ")
@@ -19,9 +24,9 @@ public final class ConvBNUnit: @unchecked Sendable {
         self.activation = activation
     }
 
-    private var versions: [UInt64] {
-        [conv.weight.version, conv.bias?.version ?? 0, bn.weight.version, bn.bias.version,
-         bn.runningMean.version, bn.runningVar.version]
+    private var versions: Versions {
+        Versions(w: conv.weight.version, b: conv.bias?.version ?? 0, gamma: bn.weight.version, beta: bn.bias.version,
+                 mean: bn.runningMean.version, variance: bn.runningVar.version)
     }
 
     /// Folded (weight, bias) for inference, cached.

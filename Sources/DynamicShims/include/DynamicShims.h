@@ -1,5 +1,12 @@
 #ifndef DYNAMIC_SHIMS_H
 #define DYNAMIC_SHIMS_H
+#if defined(__linux__)
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <sched.h>
+#endif
 // Compile-time facts about the target that Swift cannot test with `#if`, and the few atomic
 // operations the thread pool needs (header-only, so the package stays free of dependencies).
 
@@ -25,6 +32,38 @@ static inline int dyn_atomic_cas(long *p, long expected, long desired) {
 }
 /// Hint that `p` will be read soon (into all cache levels).
 static inline void dyn_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
+/// The id of the `index`-th CPU this process may run on (Linux), or -1.
+static inline int dyn_allowed_cpu(int index) {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
+    int seen = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &set)) {
+            if (seen == index) return cpu;
+            seen++;
+        }
+    }
+#else
+    (void)index;
+#endif
+    return -1;
+}
+
+/// Pins the calling thread to one CPU (Linux); returns 0 on success, -1 where unsupported.
+static inline int dyn_pin_current_thread(int cpu) {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+#else
+    (void)cpu;
+    return -1;
+#endif
+}
 
 static inline void dyn_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
