@@ -96,6 +96,16 @@ final class PyTorchFixtureTests: XCTestCase {
             let y = c.t("y")
             let e1 = assertClose(fast, y, tol: 1e-4, "\(c.name) fast path vs PyTorch")
             let e2 = assertClose(ref, y, tol: 1e-4, "\(c.name) reference vs PyTorch")
+            // Convolutions without groups also go through the NCHW8c kernel models use.
+            if c.file.metadata["op"] == "conv2d", (c.params["groups"] as? NSNumber)?.intValue ?? 1 == 1 {
+                let w = c.t("weight"), st = c.ints("stride"), p = c.ints("padding"), d = c.ints("dilation")
+                let cfg = Conv2DConfig(inChannels: c.t("x").shape[1], outChannels: w.shape[0],
+                                       kernelSize: (w.shape[2], w.shape[3]), stride: (st[0], st[1]),
+                                       padding: (p[0], p[1]), dilation: (d[0], d[1]))
+                let blocked = BlockedConv2D(weight: w, bias: c.file.tensors["bias"], config: cfg)
+                let e3 = assertClose(blocked(c.t("x"), threads: 2), y, tol: 1e-4, "\(c.name) NCHW8c kernel vs PyTorch")
+                report.append(String(format: "%-24@ NCHW8c kernel %.2e", c.name as NSString, e3))
+            }
             covered.insert(c.file.metadata["op"] ?? "")
             report.append(String(format: "%-24@ fast %.2e  reference %.2e", c.name as NSString, e1, e2))
         }
