@@ -7,6 +7,12 @@ public enum Activation: Hashable, Sendable {
     /// Leaky ReLU-1: slope·x below 0, x on [0, 1], 1 + slope·(x − 1) above 1 (LC-Net training).
     case leakyRelu1(slope: Float)
 
+    /// True for the activations that are a clamp to [lo, hi] (fusable into blocked kernels).
+    public var isClamp: Bool {
+        if case .leakyRelu1 = self { return false }
+        return true
+    }
+
     @inlinable
     public func apply(_ x: Float) -> Float {
         switch self {

@@ -27,6 +27,13 @@ extension Ops {
                                            inputHeight h: Int, inputWidth w: Int, threads: Int? = nil) -> Tensor {
         c.checkBackwardShapes(gradOutput: gradOutput, inputHeight: h, inputWidth: w)
         precondition(weight.shape == c.weightShape, "conv2d weight must be \(c.weightShape), got \(weight.shape)")
+        if c.groups == 1, c.strideH == 1, c.strideW == 1,
+           c.padH <= (c.kernelH - 1) * c.dilationH, c.padW <= (c.kernelW - 1) * c.dilationW,
+           (c.outputSize(h: h, w: w)) == (gradOutput.shape[2], gradOutput.shape[3]) {
+            // Stride 1: the input gradient is a convolution of dY with the flipped, transposed
+            // weights and padding (k − 1 − p)·d, which the NCHW8c kernel runs directly.
+            return conv2dBackwardInputByConvolution(gradOutput, weight: weight, config: c, threads: threads)
+        }
         let n = gradOutput.shape[0], ho = gradOutput.shape[2], wo = gradOutput.shape[3]
         let threads = threads ?? Parallel.defaultThreads
         let cinG = c.inChannels / c.groups, coutG = c.outChannels / c.groups
@@ -67,6 +74,31 @@ extension Ops {
             }
         }
         return dx
+    }
+
+    /// dX = conv(dY; W′) with W′[ci, co, i, j] = W[co, ci, kh−1−i, kw−1−j], stride 1, padding
+    /// (k−1)·d − p: the transpose of a stride-1 convolution is a stride-1 convolution.
+    static func conv2dBackwardInputByConvolution(_ gradOutput: Tensor, weight: Tensor, config c: Conv2DConfig,
+                                                  threads: Int?) -> Tensor {
+        let (kh, kw) = (c.kernelH, c.kernelW)
+        let flipped = weight.withUnsafeBufferPointer { wb in
+            Tensor(shape: [c.inChannels, c.outChannels, kh, kw]) { f in
+                for co in 0..<c.outChannels {
+                    for ci in 0..<c.inChannels {
+                        for i in 0..<kh {
+                            for j in 0..<kw {
+                                f[((ci * c.outChannels + co) * kh + kh - 1 - i) * kw + kw - 1 - j] =
+                                    wb[((co * c.inChannels + ci) * kh + i) * kw + j]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let t = Conv2DConfig(inChannels: c.outChannels, outChannels: c.inChannels, kernelSize: (kh, kw),
+                             padding: ((kh - 1) * c.dilationH - c.padH, (kw - 1) * c.dilationW - c.padW),
+                             dilation: (c.dilationH, c.dilationW))
+        return BlockedConv2D(weight: flipped, bias: nil, config: t)(gradOutput, threads: threads)
     }
 
     /// Weight gradient of `conv2d`: Σ over images of dY · col(x)ᵀ. input: [N, Cin, H, W],
