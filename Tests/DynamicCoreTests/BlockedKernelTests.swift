@@ -122,3 +122,31 @@ final class BlockedOpsTests: XCTestCase {
         }
     }
 }
+
+final class BlockedWeightGradientTests: XCTestCase {
+    func testWeightGradientAgainstReference() {
+        var rng = SeededRNG(seed: 6)
+        struct Case { var cin, cout, k, s, p, d, h, w: Int }
+        var cases: [Case] = []
+        for w in [1, 5, 8, 9, 16] {
+            cases.append(Case(cin: 8, cout: 16, k: 3, s: 1, p: 1, d: 1, h: 4, w: w))
+            cases.append(Case(cin: 9, cout: 7, k: 3, s: 2, p: 1, d: 1, h: 5, w: w))
+        }
+        cases += [Case(cin: 3, cout: 5, k: 3, s: 1, p: 1, d: 1, h: 6, w: 7), Case(cin: 16, cout: 32, k: 1, s: 2, p: 0, d: 1, h: 8, w: 8),
+                  Case(cin: 5, cout: 9, k: 5, s: 1, p: 2, d: 1, h: 7, w: 6), Case(cin: 4, cout: 8, k: 3, s: 1, p: 2, d: 2, h: 9, w: 9)]
+        for c in cases {
+            let cfg = Conv2DConfig(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.s, padding: c.p, dilation: c.d)
+            for n in [1, 3] {
+                let x = Tensor.normal([n, c.cin, c.h, c.w], rng: &rng)
+                let o = cfg.outputSize(h: c.h, w: c.w)
+                let dy = Tensor.normal([n, c.cout, o.h, o.w], rng: &rng)
+                let ref = Reference.conv2dBackwardWeight(dy, input: x, config: cfg)
+                for threads in [1, 2, 3] {
+                    let got = BlockedConvWeightGradient.compute(input: BlockedBuffer(x, halo: c.p), gradOutput: BlockedBuffer(dy, halo: 0),
+                                                               config: cfg, threads: threads)
+                    assertClose(got, ref, tol: 3e-6, "\(c) n=\(n) threads=\(threads)")
+                }
+            }
+        }
+    }
+}

@@ -112,6 +112,13 @@ extension Ops {
         c.checkBackwardShapes(gradOutput: gradOutput, inputHeight: h, inputWidth: w)
         precondition(gradOutput.shape[0] == n, "conv2d gradOutput batch \(gradOutput.shape[0]) ≠ input batch \(n)")
         if c.isDepthwise { return depthwiseBackwardWeight(gradOutput, x, c, threads: threads ?? Parallel.defaultThreads) }
+        if c.groups == 1 {
+            // Dense convolutions: the NCHW8c weight-gradient kernel reads windows in place (no
+            // im2col, no transposes); layouts are converted once at the boundary.
+            return BlockedConvWeightGradient.compute(input: BlockedBuffer(x, halo: Swift.max(c.padH, c.padW)),
+                                                     gradOutput: BlockedBuffer(gradOutput, halo: 0), config: c,
+                                                     threads: threads)
+        }
         let threads = threads ?? Parallel.defaultThreads
         let ho = gradOutput.shape[2], wo = gradOutput.shape[3]
         let cinG = c.inChannels / c.groups, coutG = c.outChannels / c.groups
