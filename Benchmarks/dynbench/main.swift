@@ -7,6 +7,7 @@ let usage = """
 usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batch B…]
                 [--repeats R] [--warmup W] [--json FILE]
        dynbench compare PEER.json OURS.json
+       dynbench train|eval|train-bench …   (dynbench train --help)
   models    CIFAR ResNets forward (resnet18_cifar resnet56_cifar resnet110_cifar)
   kernels   single 3×3 convolution layers (conv3x3_c64_k64_32x32, …)
   peak      measured FP32 FMA throughput of this machine (the % of peak denominator)
@@ -157,6 +158,11 @@ do {
     let args = Array(CommandLine.arguments.dropFirst())
     if args.first == "compare" {
         try runCompare(Array(args.dropFirst()))
+        exit(0)
+    }
+    let sub: [String: ([String]) throws -> Void] = ["train": runTrain, "eval": runEval, "train-bench": runTrainBench]
+    if let first = args.first, let command = sub[first] {
+        try command(Array(args.dropFirst()))
         exit(0)
     }
     try run(parse(args))

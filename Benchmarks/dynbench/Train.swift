@@ -1,0 +1,465 @@
+import DynamicInference
+import Foundation
+
+// `dynbench train`, `dynbench eval` and `dynbench train-bench` (issue 4, parts 6 and 7).
+
+let trainUsage = """
+usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifar10|fashion-mnist --data DIR
+                      --out DIR [--epochs N] [--batch B] [--lr LR] [--momentum M] [--weight-decay WD]
+                      [--nesterov] [--schedule cosine|multistep|constant] [--warmup-epochs K]
+                      [--label-smoothing S] [--crop-pad P] [--flip|--no-flip] [--val N] [--seed S]
+                      [--threads T] [--eval-batch B] [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
+       dynbench eval --checkpoint FILE --dataset cifar10|fashion-mnist --data DIR [--model NAME]
+                      [--batch B] [--threads T]
+       dynbench train-bench [--models resnet20_cifar resnet56_cifar] [--threads 1 2] [--batch 64 128]
+                      [--repeats R] [--warmup W] [--json FILE]
+  train        SGD training with a per-epoch validation (held out of the training set) and test
+               evaluation in eval mode; writes OUT/log.csv, OUT/log.json and OUT/checkpoint.safetensors
+               every epoch; --resume continues from that checkpoint (same arguments).
+               Defaults: epochs 10, batch 128, lr 0.1, momentum 0.9, weight decay 5e-4, cosine, val 5000,
+               seed 0; augmentation crop-pad 4 + flip for cifar10, none for fashion-mnist.
+               --cnn-stages: cnn-small's conv widths, stages separated by ':' (max pool between stages),
+               convs within a stage by ','; default 32:64: (an empty last stage: pool, then the head).
+               --cnn-head: global average pool (gap) or flatten, optionally with a hidden ReLU layer
+               of H units (default flatten:128).
+  eval         test accuracy and images/s of a checkpoint (model name from the checkpoint if omitted).
+  train-bench  full training steps on random data (training-mode forward, cross-entropy, backward,
+               Nesterov SGD momentum 0.9, weight decay 5e-4); flops_per_image = 3 × forward FLOPs
+               (forward + input gradient + weight gradient; forward FLOPs = 2 × MACs).
+"""
+
+struct CLIError: Error, CustomStringConvertible { var description: String }
+
+/// `--flag value…` arguments: every flag maps to the values that follow it (none for switches).
+struct FlagArgs {
+    var values: [String: [String]] = [:]
+
+    init(_ args: [String], switches: Set<String>, known: Set<String>) throws {
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            guard a.hasPrefix("--") else { throw CLIError(description: "unexpected argument \(a)\n\(trainUsage)") }
+            if a == "--help" { print(trainUsage); exit(0) }
+            guard known.contains(a) || switches.contains(a) else {
+                throw CLIError(description: "unknown option \(a)\n\(trainUsage)")
+            }
+            var v: [String] = []
+            if !switches.contains(a) {
+                while i + 1 < args.count, !args[i + 1].hasPrefix("--") { i += 1; v.append(args[i]) }
+                guard !v.isEmpty else { throw CLIError(description: "\(a) needs a value") }
+            }
+            values[a] = v
+            i += 1
+        }
+    }
+
+    func has(_ k: String) -> Bool { values[k] != nil }
+    func string(_ k: String) -> String? { values[k]?.first }
+    func string(_ k: String, _ d: String) -> String { string(k) ?? d }
+    func required(_ k: String) throws -> String {
+        guard let s = string(k) else { throw CLIError(description: "missing \(k)\n\(trainUsage)") }
+        return s
+    }
+    func int(_ k: String, _ d: Int, min: Int = 0) throws -> Int {
+        guard let s = string(k) else { return d }
+        guard let v = Int(s), v >= min else { throw CLIError(description: "\(k) needs an integer ≥ \(min), got \(s)") }
+        return v
+    }
+    func double(_ k: String, _ d: Double) throws -> Double {
+        guard let s = string(k) else { return d }
+        guard let v = Double(s), v.isFinite, v >= 0 else { throw CLIError(description: "\(k) needs a number ≥ 0, got \(s)") }
+        return v
+    }
+    func ints(_ k: String, _ d: [Int]) throws -> [Int] {
+        guard let v = values[k] else { return d }
+        let n = v.compactMap(Int.init)
+        guard n.count == v.count, n.allSatisfy({ $0 >= 1 }) else { throw CLIError(description: "\(k) needs positive integers") }
+        return n
+    }
+}
+
+// MARK: - Models and datasets
+
+/// A trainable classifier with what the CLI needs to drive it.
+struct TrainableModel {
+    let name: String
+    let module: any Differentiable
+    let setThreads: (Int?) -> Void
+    /// Multiply-adds per image of the dataset's size.
+    let macsPerImage: Int
+
+    /// `resnetN` / `resnetN_cifar` (N = 6n+2) or `cnn-small`, for images of `channels`×h×w.
+    static func make(_ name: String, channels: Int, height: Int, width: Int, classes: Int, seed: UInt64,
+                     cnn: CNNShape? = nil) throws -> TrainableModel {
+        let cnn = try cnn ?? CNNShape()
+        if name == "cnn-small" {
+            guard min(height, width) >> (cnn.stages.count - 1) >= 1 else {
+                throw CLIError(description: "--cnn-stages: \(cnn.stages.count) stages pool \(height)×\(width) images away")
+            }
+            let m = SmallCNN(inChannels: channels, classes: classes, stages: cnn.stages, head: cnn.head,
+                             inputSize: (height, width), seed: seed)
+            return TrainableModel(name: name, module: m, setThreads: m.setThreads,
+                                  macsPerImage: m.macsPerImage(height: height, width: width))
+        }
+        var n = name
+        if n.hasSuffix("_cifar") { n = String(n.dropLast(6)) }
+        guard n.hasPrefix("resnet"), let d = Int(n.dropFirst(6)), d >= 8, (d - 2) % 6 == 0 else {
+            throw CLIError(description: "unknown model \(name) (resnetN with N = 6n+2, e.g. resnet20, or cnn-small)")
+        }
+        guard channels == 3 else {
+            throw CLIError(description: "\(name) takes 3-channel images; use cnn-small for \(channels)-channel data")
+        }
+        let m = CIFARResNet.depth(d, classes: classes, seed: seed)
+        return TrainableModel(name: "resnet\(d)", module: m, setThreads: m.setThreads,
+                              macsPerImage: m.macsPerImage(height: height, width: width))
+    }
+}
+
+/// cnn-small's architecture: `--cnn-stages` and `--cnn-head`.
+struct CNNShape {
+    static let defaultStages = "32:64:", defaultHead = "flatten:128"
+    var stages: [[Int]]
+    var head: SmallCNN.Head
+    var stagesText: String, headText: String
+
+    init(stages: String = defaultStages, head: String = defaultHead) throws {
+        let parsed = stages.split(separator: ":", omittingEmptySubsequences: false).map {
+            $0.split(separator: ",").map { Int($0) ?? 0 }
+        }
+        guard !parsed.joined().isEmpty, parsed.joined().allSatisfy({ $0 > 0 }) else {
+            throw CLIError(description: "--cnn-stages wants widths like 32:64:128 or 32,32:64,64, got \(stages)")
+        }
+        self.stages = parsed
+        if head == "gap" {
+            self.head = .globalAverage
+        } else if head == "flatten" {
+            self.head = .flatten(hidden: nil)
+        } else if head.hasPrefix("flatten:"), let h = Int(head.dropFirst(8)), h > 0 {
+            self.head = .flatten(hidden: h)
+        } else {
+            throw CLIError(description: "--cnn-head must be gap, flatten or flatten:HIDDEN, got \(head)")
+        }
+        (stagesText, headText) = (stages, head)
+    }
+}
+
+struct DatasetChoice {
+    let name: String
+    let normalization: Normalization
+    let defaultAugmentation: Augmentation
+
+    init(_ name: String) throws {
+        switch name {
+        case "cifar10", "cifar-10":
+            self.name = "cifar10"; normalization = .cifar10; defaultAugmentation = .cifar
+        case "fashion-mnist", "fashionmnist", "fmnist":
+            self.name = "fashion-mnist"; normalization = .fashionMNIST; defaultAugmentation = .none
+        default:
+            throw CLIError(description: "unknown dataset \(name) (cifar10 or fashion-mnist)")
+        }
+    }
+
+    func load(_ dir: URL, train: Bool) throws(DatasetError) -> LabeledImages {
+        name == "cifar10" ? try CIFAR10.load(directory: dir, split: train ? .train : .test)
+            : try FashionMNIST.load(directory: dir, split: train ? .train : .test)
+    }
+}
+
+/// Top-1 accuracy of `model` in eval mode over `data` (unaugmented), and images per second.
+func evaluate(_ model: any Differentiable, _ data: LabeledImages, normalization: Normalization,
+              batch: Int) -> (accuracy: Double, imagesPerSecond: Double) {
+    guard data.count > 0 else { return (0, 0) }
+    model.eval()
+    defer { model.train() }
+    let batches = MiniBatches(data, batchSize: batch, normalization: normalization).epoch(0)
+    var correct = 0
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    for b in batches {
+        correct += zip(model(b.images).argmax(), b.labels).filter { $0 == $1 }.count
+    }
+    let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    return (Double(correct) / Double(data.count), Double(data.count) / s)
+}
+
+func stderrWrite(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
+
+func formatDuration(_ s: Double) -> String {
+    let t = Int(s.rounded())
+    return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
+}
+
+// MARK: - train
+
+struct EpochRecord: Codable {
+    var epoch: Int
+    var elapsed_s: Double
+    var train_loss: Double
+    var train_acc: Double
+    var val_acc: Double
+    var test_acc: Double
+    var lr: Double
+    var train_img_per_s: Double
+}
+
+struct TrainLog: Codable {
+    var config: [String: String]
+    var epochs: [EpochRecord]
+}
+
+func runTrain(_ argv: [String]) throws {
+    let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip"],
+                         known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
+                                 "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
+                                 "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--cnn-stages", "--cnn-head"])
+    let dataset = try DatasetChoice(a.required("--dataset"))
+    let dataDir = URL(fileURLWithPath: try a.required("--data"))
+    let outDir = URL(fileURLWithPath: try a.required("--out"))
+    let epochs = try a.int("--epochs", 10, min: 1)
+    let batch = try a.int("--batch", 128, min: 1)
+    let lr = try a.double("--lr", 0.1)
+    let momentum = try a.double("--momentum", 0.9)
+    let wd = try a.double("--weight-decay", 5e-4)
+    let nesterov = a.has("--nesterov")
+    let scheduleName = a.string("--schedule", "cosine")
+    let warmupEpochs = try a.double("--warmup-epochs", 0)
+    let smoothing = try a.double("--label-smoothing", 0)
+    let threads = try a.int("--threads", Parallel.coreCount, min: 1)
+    let valCount = try a.int("--val", 5000)
+    let seed = UInt64(try a.int("--seed", 0))
+    let evalBatch = try a.int("--eval-batch", 500, min: 1)
+    let cnn = try CNNShape(stages: a.string("--cnn-stages", CNNShape.defaultStages), head: a.string("--cnn-head", CNNShape.defaultHead))
+    guard ["cosine", "multistep", "constant"].contains(scheduleName) else {
+        throw CLIError(description: "--schedule must be cosine, multistep or constant")
+    }
+    guard smoothing <= 1 else { throw CLIError(description: "--label-smoothing must be in [0, 1]") }
+    guard !nesterov || momentum > 0 else { throw CLIError(description: "--nesterov needs --momentum > 0") }
+    var augmentation = dataset.defaultAugmentation
+    augmentation.cropPadding = try a.int("--crop-pad", augmentation.cropPadding)
+    if a.has("--flip") { augmentation.horizontalFlip = true }
+    if a.has("--no-flip") { augmentation.horizontalFlip = false }
+
+    warnIfNoFMA()
+    Parallel.defaultThreads = threads
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    let full = try dataset.load(dataDir, train: true)
+    let test = try dataset.load(dataDir, train: false)
+    guard valCount < full.count else { throw CLIError(description: "--val \(valCount) leaves no training images") }
+    let (trainSet, valSet) = full.split(validationCount: valCount, seed: seed)
+    let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    let model = try TrainableModel.make(a.required("--model"), channels: full.channels, height: full.height,
+                                        width: full.width, classes: full.classCount, seed: seed, cnn: cnn)
+    model.setThreads(threads)
+    let net = model.module
+    let opt = SGD(groups: [ParameterGroup(net.trainableParameters, learningRate: Float(lr), weightDecay: Float(wd))],
+                  momentum: Float(momentum), nesterov: nesterov)
+    let batches = MiniBatches(trainSet, batchSize: batch, normalization: dataset.normalization,
+                              augmentation: augmentation, shuffle: true, dropLast: true, seed: seed)
+    let stepsPerEpoch = batches.batchCount
+    guard stepsPerEpoch > 0 else { throw CLIError(description: "--batch \(batch) is larger than the training set") }
+    let totalSteps = epochs * stepsPerEpoch
+    let warmupSteps = Int((warmupEpochs * Double(stepsPerEpoch)).rounded())
+    let main: LRSchedule
+    let mainSteps = max(totalSteps - warmupSteps, 1)
+    switch scheduleName {
+    case "cosine": main = .cosine(steps: mainSteps, minFactor: 0)
+    case "multistep": main = .multiStep(milestones: [mainSteps / 2, mainSteps * 3 / 4], gamma: 0.1)
+    default: main = .constant
+    }
+    let schedule = warmupSteps > 0 ? LRSchedule.warmup(steps: warmupSteps, startFactor: 0.01, then: main) : main
+
+    // The arguments that decide the run; a resume must repeat them.
+    let config: [String: String] = [
+        "model": model.name, "dataset": dataset.name, "epochs": String(epochs), "batch": String(batch),
+        "lr": String(lr), "momentum": String(momentum), "weight_decay": String(wd), "nesterov": String(nesterov),
+        "schedule": scheduleName, "warmup_epochs": String(warmupEpochs), "label_smoothing": String(smoothing),
+        "val": String(valCount), "seed": String(seed), "crop_pad": String(augmentation.cropPadding),
+        "flip": String(augmentation.horizontalFlip),
+    ].merging(model.name == "cnn-small" ? ["cnn_stages": cnn.stagesText, "cnn_head": cnn.headText] : [:]) { a, _ in a }
+    try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
+    let ckptURL = outDir.appendingPathComponent("checkpoint.safetensors")
+    let csvURL = outDir.appendingPathComponent("log.csv"), jsonURL = outDir.appendingPathComponent("log.json")
+    var startEpoch = 0, elapsedBefore = 0.0
+    var records: [EpochRecord] = []
+    if a.has("--resume") {
+        let info: CheckpointInfo
+        do { info = try Checkpoint.load(from: ckptURL, model: net, optimizer: opt) } catch { throw error }
+        for (k, v) in config where info.metadata[k] != v {
+            throw CLIError(description: "--resume: \(k) is \(v) but the checkpoint's run used \(info.metadata[k] ?? "nothing")")
+        }
+        guard info.step == info.epoch * stepsPerEpoch else {
+            throw CLIError(description: "--resume: checkpoint step \(info.step) is not epoch \(info.epoch) × \(stepsPerEpoch) steps")
+        }
+        startEpoch = info.epoch
+        elapsedBefore = Double(info.metadata["elapsed_s"] ?? "0") ?? 0
+        if let data = try? Data(contentsOf: jsonURL), let log = try? JSONDecoder().decode(TrainLog.self, from: data) {
+            records = log.epochs.filter { $0.epoch <= startEpoch }
+        }
+        stderrWrite("resumed from \(ckptURL.path): epoch \(startEpoch), step \(info.step), \(formatDuration(elapsedBefore)) elapsed\n")
+        guard startEpoch < epochs else { stderrWrite("nothing to do: \(epochs) epochs already done\n"); return }
+    }
+
+    print("dynbench train — \(TargetFeatures.summary), \(threads) thread(s)")
+    print("\(model.name) (\(net.parameterCount) parameters, \(String(format: "%.1f", Double(model.macsPerImage) / 1e6)) MMACs/image) "
+          + "on \(dataset.name): \(trainSet.count) train / \(valSet.count) val / \(test.count) test images "
+          + "(loaded in \(String(format: "%.1f", loadSeconds)) s)")
+    print("SGD lr \(lr) momentum \(momentum)\(nesterov ? " nesterov" : "") wd \(wd), \(scheduleName) schedule"
+          + (warmupSteps > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), \(epochs) epochs × \(stepsPerEpoch) steps"
+          + (smoothing > 0 ? ", label smoothing \(smoothing)" : "")
+          + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)")
+
+    func writeLogs() throws {
+        var csv = "epoch,elapsed_s,train_loss,train_acc,val_acc,test_acc\n"
+        for r in records {
+            csv += String(format: "%d,%.1f,%.4f,%.4f,%.4f,%.4f\n", r.epoch, r.elapsed_s, r.train_loss, r.train_acc, r.val_acc, r.test_acc)
+        }
+        try csv.write(to: csvURL, atomically: true, encoding: .utf8)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(TrainLog(config: config.merging(["threads": String(threads), "target": TargetFeatures.summary]) { a, _ in a },
+                                epochs: records)).write(to: jsonURL)
+    }
+
+    let runStart = DispatchTime.now().uptimeNanoseconds
+    var elapsed: Double { elapsedBefore + Double(DispatchTime.now().uptimeNanoseconds - runStart) / 1e9 }
+    var trainSecondsPerStep: Double?   // running estimate for the ETA
+    var evalSeconds = 0.0
+    for epoch in startEpoch..<epochs {
+        let epochBatches = batches.epoch(epoch)
+        var lossSum = 0.0, correct = 0, seen = 0
+        let epochStart = DispatchTime.now().uptimeNanoseconds
+        var lastPrint: UInt64 = 0
+        for k in 0..<stepsPerEpoch {
+            let step = epoch * stepsPerEpoch + k
+            opt.learningRateScale = schedule.factor(at: step)
+            let b = epochBatches[k]
+            let r = opt.trainStep(net, images: b.images, labels: b.labels, labelSmoothing: Float(smoothing))
+            lossSum += Double(r.loss) * Double(r.count)
+            correct += r.correct
+            seen += r.count
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now - lastPrint > 250_000_000 || k == stepsPerEpoch - 1 {
+                lastPrint = now
+                let s = Double(now - epochStart) / 1e9
+                let perStep = s / Double(k + 1)
+                let remainingSteps = Double((epochs - epoch) * stepsPerEpoch - k - 1)
+                let remainingEvals = Double(epochs - epoch) * (evalSeconds > 0 ? evalSeconds : 0)
+                let eta = remainingSteps * (trainSecondsPerStep.map { ($0 + perStep) / 2 } ?? perStep) + remainingEvals
+                stderrWrite(String(format: "\repoch %d/%d  step %d/%d  loss %.4f  acc %.4f  %.0f img/s  lr %.4g  ETA %@   ",
+                                   epoch + 1, epochs, k + 1, stepsPerEpoch, lossSum / Double(seen), Double(correct) / Double(seen),
+                                   Double(seen) / s, lr * opt.learningRateScale, formatDuration(eta)))
+            }
+        }
+        let trainSeconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+        trainSecondsPerStep = trainSeconds / Double(stepsPerEpoch)
+        let evalStart = DispatchTime.now().uptimeNanoseconds
+        let val = evaluate(net, valSet, normalization: dataset.normalization, batch: evalBatch)
+        let tst = evaluate(net, test, normalization: dataset.normalization, batch: evalBatch)
+        evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - evalStart) / 1e9
+        let rec = EpochRecord(epoch: epoch + 1, elapsed_s: elapsed, train_loss: lossSum / Double(seen),
+                              train_acc: Double(correct) / Double(seen), val_acc: val.accuracy, test_acc: tst.accuracy,
+                              lr: lr * schedule.factor(at: (epoch + 1) * stepsPerEpoch - 1),
+                              train_img_per_s: Double(seen) / trainSeconds)
+        records.append(rec)
+        stderrWrite("\r" + String(repeating: " ", count: 110) + "\r")
+        print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %.4f  test %.4f  %.0f img/s (eval %.1f s)",
+                     rec.epoch, rec.elapsed_s, rec.train_loss, rec.train_acc, rec.val_acc, rec.test_acc,
+                     rec.train_img_per_s, evalSeconds))
+        fflush(nil)
+        try Checkpoint.save(model: net, optimizer: opt,
+                            info: CheckpointInfo(epoch: epoch + 1, step: (epoch + 1) * stepsPerEpoch,
+                                                 metadata: config.merging(["elapsed_s": String(rec.elapsed_s)]) { a, _ in a }),
+                            to: ckptURL)
+        try writeLogs()
+    }
+    if let last = records.last {
+        print(String(format: "done: test accuracy %.4f after %d epochs, %.1f s; wrote %@, %@, %@", last.test_acc, last.epoch,
+                     last.elapsed_s, csvURL.path, jsonURL.path, ckptURL.path))
+    }
+}
+
+// MARK: - eval
+
+func runEval(_ argv: [String]) throws {
+    let a = try FlagArgs(argv, switches: [], known: ["--checkpoint", "--model", "--dataset", "--data", "--batch", "--threads",
+                                                     "--cnn-stages", "--cnn-head"])
+    let ckpt = URL(fileURLWithPath: try a.required("--checkpoint"))
+    let dataset = try DatasetChoice(a.required("--dataset"))
+    let threads = try a.int("--threads", Parallel.coreCount, min: 1)
+    let batch = try a.int("--batch", 500, min: 1)
+    warnIfNoFMA()
+    Parallel.defaultThreads = threads
+    let test = try dataset.load(URL(fileURLWithPath: try a.required("--data")), train: false)
+    var name = a.string("--model")
+    var stages = a.string("--cnn-stages"), head = a.string("--cnn-head")
+    if name == nil || stages == nil || head == nil {
+        let file: SafeTensorsFile
+        do { file = try SafeTensors.read(contentsOf: ckpt) } catch { throw CheckpointError.file(error) }
+        name = name ?? file.metadata["model"]
+        guard name != nil else { throw CLIError(description: "\(ckpt.path) names no model; pass --model") }
+        stages = stages ?? file.metadata["cnn_stages"]
+        head = head ?? file.metadata["cnn_head"]
+    }
+    let model = try TrainableModel.make(name!, channels: test.channels, height: test.height, width: test.width,
+                                        classes: test.classCount, seed: 0,
+                                        cnn: CNNShape(stages: stages ?? CNNShape.defaultStages, head: head ?? CNNShape.defaultHead))
+    model.setThreads(threads)
+    let info = try Checkpoint.load(from: ckpt, model: model.module, optimizer: nil)
+    _ = evaluate(model.module, test.subset(Array(0..<min(batch, test.count))), normalization: dataset.normalization,
+                 batch: batch)   // warm-up (packs weights, builds the inference plan)
+    let r = evaluate(model.module, test, normalization: dataset.normalization, batch: batch)
+    print(String(format: "%@ on %@ test (%d images), checkpoint epoch %d: accuracy %.4f, %.0f img/s (%d thread(s), batch %d)",
+                 model.name, dataset.name, test.count, info.epoch, r.accuracy, r.imagesPerSecond, threads, batch))
+}
+
+// MARK: - train-bench
+
+func runTrainBench(_ argv: [String]) throws {
+    let a = try FlagArgs(argv, switches: [], known: ["--models", "--threads", "--batch", "--repeats", "--warmup", "--json"])
+    let models = a.values["--models"] ?? ["resnet20_cifar", "resnet56_cifar"]
+    let threadList = try a.ints("--threads", [1, Parallel.coreCount])
+    let batchList = try a.ints("--batch", [128])
+    let repeats = try a.int("--repeats", 12, min: 1)
+    let warmup = try a.int("--warmup", 3)
+    warnIfNoFMA()
+    print("dynbench train-bench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; full SGD steps (Nesterov, wd 5e-4), "
+          + "\(warmup) warm-up + \(repeats) timed")
+    print("case".padding(toLength: 20, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms       ",
+          " img/s", "  GFLOP/s")
+    var rows: [ResultRow] = []
+    for name in models {
+        for t in threadList {
+            Parallel.defaultThreads = t
+            for b in batchList {
+                var rng = SeededRNG(seed: 0)
+                let model = try TrainableModel.make(name, channels: 3, height: 32, width: 32, classes: 10, seed: 0)
+                model.setThreads(t)
+                let opt = SGD(model.module.trainableParameters, learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4, nesterov: true)
+                let x = Tensor.normal([b, 3, 32, 32], rng: &rng)
+                let y = (0..<b).map { _ in Int(rng.next() % 10) }
+                let timing = Timing.measure(warmup: warmup, repeats: repeats) {
+                    _ = opt.trainStep(model.module, images: x, labels: y)
+                }
+                let flops = 3 * 2 * Double(model.macsPerImage)
+                let ips = Double(b) / (timing.median / 1e3)
+                let row = ResultRow(framework: "dynbench-train", model: name, threads: t, batch: b, flops_per_image: flops,
+                                    median_ms: timing.median, min_ms: timing.min, max_ms: timing.max, img_per_s: ips,
+                                    gflops: flops * ips / 1e9)
+                rows.append(row)
+                print(name.padding(toLength: 20, withPad: " ", startingAt: 0),
+                      String(format: "%3d %5d %10.1f  %8.1f–%-9.1f %8.1f %8.1f", t, b, timing.median, timing.min, timing.max,
+                             ips, row.gflops))
+                fflush(nil)
+            }
+        }
+    }
+    Parallel.defaultThreads = Parallel.coreCount
+    if let path = a.string("--json") {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        var info = machineInfo()
+        info["flops_per_image"] = "3 × forward FLOPs (forward FLOPs = 2 × conv and linear MACs)"
+        info["argv"] = CommandLine.arguments.joined(separator: " ")
+        try enc.encode(ResultFile(info: info, results: rows)).write(to: URL(fileURLWithPath: path))
+        print("wrote \(path)")
+    }
+}
