@@ -27,38 +27,20 @@ struct Options {
 }
 
 func parse(_ args: [String]) throws -> Options {
-    struct UsageError: Error, CustomStringConvertible { var description: String }
     var o = Options()
-    var i = 0
-    func values() -> [String] {
-        var v: [String] = []
-        while i + 1 < args.count, !args[i + 1].hasPrefix("--") { i += 1; v.append(args[i]) }
-        return v
+    var rest = args
+    if let first = rest.first, ["models", "kernels", "peak", "pool"].contains(first) {
+        o.command = first
+        rest.removeFirst()
     }
-    func ints(_ flag: String) throws -> [Int] {
-        let v = values()
-        let n = v.compactMap(Int.init)
-        guard !v.isEmpty, n.count == v.count, n.allSatisfy({ $0 >= (flag == "--warmup" ? 0 : 1) }) else {
-            throw UsageError(description: "\(flag) needs positive integers")
-        }
-        return n
-    }
-    while i < args.count {
-        switch args[i] {
-        case "models", "kernels", "peak", "pool": o.command = args[i]
-        case "--cases": o.cases = values()
-        case "--threads": o.threads = try ints("--threads")
-        case "--batch": o.batches = try ints("--batch")
-        case "--repeats": o.repeats = try ints("--repeats")[0]
-        case "--warmup": o.warmup = try ints("--warmup")[0]
-        case "--json":
-            guard let f = values().first else { throw UsageError(description: "--json needs a file") }
-            o.json = f
-        case "-h", "--help": print(usage); exit(0)
-        default: throw UsageError(description: "unknown argument \(args[i])\n\(usage)")
-        }
-        i += 1
-    }
+    let a = try FlagArgs(rest, switches: [], known: ["--cases", "--threads", "--batch", "--repeats", "--warmup", "--json"],
+                         usage: usage)
+    o.cases = a.values["--cases"] ?? []
+    o.threads = try a.ints("--threads", [])
+    o.batches = try a.ints("--batch", [])
+    o.repeats = try a.int("--repeats", o.repeats, min: 1)
+    o.warmup = try a.int("--warmup", o.warmup, min: 0)
+    o.json = a.string("--json")
     return o
 }
 

@@ -218,14 +218,6 @@ extension Ops {
         }
     }
 
-    /// Output columns [lo, hi) whose input column ow·stride + dx lies inside a row of width w.
-    @inline(__always)
-    static func insideColumns(_ c: Conv2DConfig, _ dx: Int, _ w: Int, _ wo: Int) -> (Int, Int) {
-        let lo = dx >= 0 ? 0 : Swift.min(wo, (-dx + c.strideW - 1) / c.strideW)
-        let hi = Swift.max(lo, Swift.min(wo, (w - 1 - dx) >= 0 ? (w - 1 - dx) / c.strideW + 1 : 0))
-        return (lo, hi)
-    }
-
     /// Depthwise input gradient of one image: each output channel's gradient slides its filter
     /// back over the input plane it read.
     static func depthwiseBackwardInputImage(_ c: Conv2DConfig, _ gy: UnsafePointer<Float>, _ ho: Int, _ wo: Int,

@@ -141,6 +141,14 @@ extension Ops {
         }
     }
 
+    /// Output columns [lo, hi) whose input column ow·stride + dx lies inside a row of width w.
+    @inline(__always)
+    static func insideColumns(_ c: Conv2DConfig, _ dx: Int, _ w: Int, _ wo: Int) -> (Int, Int) {
+        let lo = dx >= 0 ? 0 : Swift.min(wo, (-dx + c.strideW - 1) / c.strideW)
+        let hi = Swift.max(lo, Swift.min(wo, (w - 1 - dx) >= 0 ? (w - 1 - dx) / c.strideW + 1 : 0))
+        return (lo, hi)
+    }
+
     /// Rows (ci, ki, kj) × columns (oh, ow) of input samples, zero outside the image.
     static func im2col(_ c: Conv2DConfig, _ x: UnsafePointer<Float>, _ cin: Int, _ h: Int, _ w: Int,
                        _ col: UnsafeMutablePointer<Float>, _ ho: Int, _ wo: Int) {
@@ -151,8 +159,7 @@ extension Ops {
                 for kj in 0..<c.kernelW {
                     let dy = ki * c.dilationH - c.padH, dx = kj * c.dilationW - c.padW
                     // Output columns whose input column is inside the image.
-                    let owLo = dx >= 0 ? 0 : Swift.min(wo, (-dx + c.strideW - 1) / c.strideW)
-                    let owHi = Swift.max(owLo, Swift.min(wo, (w - 1 - dx) >= 0 ? (w - 1 - dx) / c.strideW + 1 : 0))
+                    let (owLo, owHi) = insideColumns(c, dx, w, wo)
                     for oh in 0..<ho {
                         let ih = oh * c.strideH + dy
                         let r = row + oh * wo
@@ -189,8 +196,7 @@ extension Ops {
                 for kj in 0..<c.kernelW {
                     let dx = kj * c.dilationW - c.padW
                     let wv = wk[ki * c.kernelW + kj]
-                    let owLo = dx >= 0 ? 0 : Swift.min(wo, (-dx + c.strideW - 1) / c.strideW)
-                    let owHi = Swift.max(owLo, Swift.min(wo, (w - 1 - dx) >= 0 ? (w - 1 - dx) / c.strideW + 1 : 0))
+                    let (owLo, owHi) = insideColumns(c, dx, w, wo)
                     for oh in 0..<ho {
                         let ih = oh * c.strideH + dy
                         if ih < 0 || ih >= h { continue }
