@@ -41,11 +41,12 @@ struct ResultFile: Codable {
     var results: [ResultRow]
 }
 
-/// FP32 FMA peak of one core, measured at start-up with register-only FMAs (best of 5 short runs,
+/// FP32 FMA peak of one core, measured at start-up with register-only FMAs (best of 5 runs of ~30 ms,
 /// since other load only ever slows it down): clocks differ between machines of one kind, so
 /// "% of peak" uses what this one does.
 let peakGFLOPsPerCore: Double = {
-    let iters = 5_000_000
+    let iters = 20_000_000
+    _ = PeakProbe.fmaLoop(iterations: iters, seed: 1)      // warm-up: clocks ramp after a build
     var samples: [Double] = []
     for _ in 0..<5 {
         let t0 = DispatchTime.now().uptimeNanoseconds
