@@ -28,12 +28,13 @@ public final class BlockedConv2D: @unchecked Sendable {
     private var geometries: [GeometryKey: Geometry] = [:]
     private let geometryLock = NSLock()
 
-    /// weight: [Cout, Cin, kh, kw]; bias: [Cout] or nil.
-    public init(weight: Tensor, bias: Tensor?, config c: Conv2DConfig) {
+    /// weight: [Cout, Cin, kh, kw]; bias: [Cout] or nil. `im2col`: take the im2col route
+    /// (inputs from NCHW tensors only); nil chooses it for input channels < 8.
+    public init(weight: Tensor, bias: Tensor?, config c: Conv2DConfig, im2col: Bool? = nil) {
         precondition(c.groups == 1, "BlockedConv2D handles groups = 1 (depthwise has its own kernel)")
         precondition(weight.shape == c.weightShape, "weight must be \(c.weightShape), got \(weight.shape)")
         config = c
-        usesIm2col = c.inChannels < 8
+        usesIm2col = im2col ?? (c.inChannels < 8)
         pairs = (c.outChannels + 15) / 16
         taps = usesIm2col ? 1 : c.kernelH * c.kernelW
         let kDim = c.inChannels * c.kernelH * c.kernelW
@@ -44,7 +45,17 @@ public final class BlockedConv2D: @unchecked Sendable {
         packed.initialize(repeating: 0, count: pairs * panel)
         self.bias = .allocate(capacity: pairs * 16)
         self.bias.initialize(repeating: 0, count: pairs * 16)
+        repack(weight: weight, bias: bias)
+    }
+
+    /// Packs new weights (and bias) of the same shape into this convolution, keeping its
+    /// buffers and geometry caches: training re-packs every layer once per step.
+    /// weight: [Cout, Cin, kh, kw]; bias: [Cout] or nil (zero).
+    public func repack(weight: Tensor, bias b: Tensor?) {
+        let c = config
+        precondition(weight.shape == c.weightShape, "weight must be \(c.weightShape), got \(weight.shape)")
         let kk = c.kernelH * c.kernelW
+        let panel = reductionBlocks * taps * lanes * 16
         weight.withUnsafeBufferPointer { w in
             for oc in 0..<c.outChannels {
                 let j = oc / 16, lane = oc % 16
@@ -58,9 +69,11 @@ public final class BlockedConv2D: @unchecked Sendable {
                 }
             }
         }
-        if let b = bias {
+        if let b {
             precondition(b.shape == [c.outChannels])
             b.withUnsafeBufferPointer { for i in 0..<c.outChannels { self.bias[i] = $0[i] } }
+        } else {
+            bias.update(repeating: 0, count: pairs * 16)
         }
     }
 

@@ -80,6 +80,16 @@ extension Ops {
     /// (k−1)·d − p: the transpose of a stride-1 convolution is a stride-1 convolution.
     static func conv2dBackwardInputByConvolution(_ gradOutput: Tensor, weight: Tensor, config c: Conv2DConfig,
                                                   threads: Int?) -> Tensor {
+        let t = inputGradientConvolution(weight: weight, config: c)
+        return BlockedConv2D(weight: t.weight, bias: nil, config: t.config)(gradOutput, threads: threads)
+    }
+
+    /// The stride-1 convolution whose output is the input gradient of a (groups = 1) convolution
+    /// with `config`: flipped, transposed weights [Cin, Cout, kh, kw] and padding (k − 1)·d − p,
+    /// applied to dY (for stride s > 1, to dY spread onto the input grid, every s-th pixel).
+    public static func inputGradientConvolution(weight: Tensor, config c: Conv2DConfig)
+        -> (weight: Tensor, config: Conv2DConfig) {
+        precondition(c.groups == 1, "input-gradient convolution needs groups = 1")
         let (kh, kw) = (c.kernelH, c.kernelW)
         let flipped = weight.withUnsafeBufferPointer { wb in
             Tensor(shape: [c.inChannels, c.outChannels, kh, kw]) { f in
@@ -98,7 +108,7 @@ extension Ops {
         let t = Conv2DConfig(inChannels: c.outChannels, outChannels: c.inChannels, kernelSize: (kh, kw),
                              padding: ((kh - 1) * c.dilationH - c.padH, (kw - 1) * c.dilationW - c.padW),
                              dilation: (c.dilationH, c.dilationW))
-        return BlockedConv2D(weight: flipped, bias: nil, config: t)(gradOutput, threads: threads)
+        return (flipped, t)
     }
 
     /// Weight gradient of `conv2d`: Σ over images of dY · col(x)ᵀ. input: [N, Cin, H, W],

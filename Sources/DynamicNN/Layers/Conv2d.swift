@@ -73,13 +73,18 @@ public final class BatchNorm2d: Module, Layer {
         let (mean, variance) = Self.batchStatistics(x)
         let cache = BatchNormCache(input: x, mean: mean, invStd: variance.map { 1 / ($0 + eps).squareRoot() })
         saved = cache
-        let n = x.count / channels
+        updateRunningStatistics(mean: mean, variance: variance, count: x.count / channels)
+        return cache.output(gamma: weight.value, beta: bias.value)
+    }
+
+    /// PyTorch's momentum update from one batch's statistics over `count` values per channel:
+    /// running = (1 − m)·running + m·batch, with the unbiased variance.
+    func updateRunningStatistics(mean: [Float], variance: [Float], count n: Int) {
         let unbiased = n > 1 ? Float(n) / Float(n - 1) : 1
         runningMean.value = Tensor(shape: [channels], scalars: zip(runningMean.value.scalars, mean).map {
             (1 - momentum) * $0 + momentum * $1 })
         runningVar.value = Tensor(shape: [channels], scalars: zip(runningVar.value.scalars, variance).map {
             (1 - momentum) * $0 + momentum * $1 * unbiased })
-        return cache.output(gamma: weight.value, beta: bias.value)
     }
 
     /// Per-channel mean and biased variance over N and the spatial axes (Double accumulation).

@@ -59,6 +59,12 @@ public final class CIFARResNet: Module, Layer {
     public var threads: Int?
     private var plans: [[Int]: ResNetInferencePlan] = [:]
     private let planLock = NSLock()
+    /// Training-mode steps run on NCHW8c buffers (`ResNetTrainingPlan`); false selects the
+    /// layer-by-layer NCHW path, which computes the same step more slowly (the tests' reference).
+    public var usesBlockedTraining = true
+    private var trainingPlans: [[Int]: ResNetTrainingPlan] = [:]
+    /// The plan whose forward ran last and awaits its backward.
+    var activeTrainingPlan: ResNetTrainingPlan?
 
     public init(name: String, widths: [Int], blocksPerStage: [Int], classes: Int = 10, seed: UInt64 = 0) {
         precondition(widths.count == blocksPerStage.count && !widths.isEmpty)
@@ -141,6 +147,18 @@ public final class CIFARResNet: Module, Layer {
                 return p
             }
         }
+        if usesBlockedTraining {
+            precondition(x.rank == 4 && x.shape[1] == 3, "\(name) expects [N, 3, H, W], got \(x.shape)")
+            let plan = trainingPlans[x.shape] ?? {
+                if trainingPlans.count >= 2 { trainingPlans.removeAll() }   // e.g. an epoch's last, smaller batch
+                let p = ResNetTrainingPlan(model: self, n: x.shape[0], h: x.shape[2], w: x.shape[3])
+                trainingPlans[x.shape] = p
+                return p
+            }()
+            activeTrainingPlan = plan
+            return plan.forward(self, x, threads: threads ?? Parallel.defaultThreads)
+        }
+        activeTrainingPlan = nil
         var h = stem(x)
         for s in stages { h = s(h) }
         return linear(pool(h))

@@ -171,6 +171,10 @@ extension CIFARResNet: Differentiable {
     /// gradOutput: dL/dlogits [N, classes] → dL/dimages [N, 3, H, W]; accumulates every
     /// parameter gradient.
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        if let plan = activeTrainingPlan {
+            activeTrainingPlan = nil
+            return plan.backward(self, gradOutput, threads: threads ?? Parallel.defaultThreads)
+        }
         var g = pool.backward(linear.backward(gradOutput))
         for stage in stages.reversed() { g = stage.backward(g) }
         return stem.backward(g)

@@ -1,0 +1,214 @@
+import DynamicCore
+import Foundation
+
+// Training-mode execution of the CIFAR ResNets of He et al. (CVPR 2016) on NCHW8c buffers.
+// The layer-by-layer NCHW path (`Differentiable` conformances in Training/Backward.swift)
+// computes the same step and serves as this plan's reference in the tests.
+
+/// A convolution followed by a training-mode batch norm, with everything its forward and
+/// backward need: packed weights (forward and input-gradient convolutions, re-packed when the
+/// weights change), the raw convolution output z, its gradient buffer, and the batch statistics.
+final class TrainingUnit {
+    let conv: Conv2d, bn: BatchNorm2d
+    let forward: BlockedConv2D
+    let inputGradient: BlockedConv2D
+    /// Raw convolution output [N, Cout, Ho, Wo] and dL/dz (halo 1).
+    let z: BlockedBuffer, dz: BlockedBuffer
+    /// Stride > 1: dz spread onto the input grid, [N, Cout, H, W] (halo 1).
+    let spread: BlockedBuffer?
+    private var packedVersion: UInt64 = .max
+    var mean: [Float] = [], invStd: [Float] = []
+    var scale: [Float] = [], shift: [Float] = []
+
+    /// `gradientRole` names the shared dz buffer: units whose dz lives at the same time need different roles.
+    /// `fromImages`: the input comes as an NCHW tensor (the stem), which takes the im2col route.
+    init(conv: Conv2d, bn: BatchNorm2d, input: BlockedShape, fromImages: Bool = false, gradientRole: String = "dz",
+         buffers: inout TrainingBuffers) {
+        self.conv = conv
+        self.bn = bn
+        let c = conv.config
+        precondition(c.groups == 1 && c.dilationH == 1 && c.dilationW == 1 && c.padH <= 1 && c.padW <= 1,
+                     "blocked training handles dense, undilated convolutions with padding ≤ 1")
+        forward = BlockedConv2D(weight: conv.weight.value, bias: nil, config: c, im2col: fromImages && c.inChannels < 8)
+        let t = Ops.inputGradientConvolution(weight: conv.weight.value, config: c)
+        inputGradient = BlockedConv2D(weight: t.weight, bias: nil, config: t.config, im2col: false)
+        let out = forward.outputShape(n: input.n, h: input.h, w: input.w, halo: 1)
+        z = BlockedBuffer(out)
+        dz = buffers.shared(gradientRole, out)
+        spread = (c.strideH, c.strideW) == (1, 1) ? nil
+            : buffers.shared("spread", BlockedShape(n: input.n, c: c.outChannels, h: input.h, w: input.w, halo: 1))
+    }
+
+    var outputShape: BlockedShape { z.shape }
+
+    /// Re-packs both convolutions when the weights changed since the last step.
+    func pack() {
+        guard conv.weight.version != packedVersion else { return }
+        forward.repack(weight: conv.weight.value, bias: nil)
+        inputGradient.repack(weight: Ops.inputGradientConvolution(weight: conv.weight.value, config: conv.config).weight,
+                             bias: nil)
+        packedVersion = conv.weight.version
+    }
+
+    /// Convolution into z, then the batch statistics: updates the running statistics and sets
+    /// the per-channel scale and shift of the normalisation.
+    func run(_ input: BlockedBuffer, nchw: Tensor? = nil, threads: Int) {
+        pack()
+        if let nchw { forward.run(nchw: nchw, into: z, threads: threads) } else { forward.run(input, into: z, threads: threads) }
+        let s = BlockedBatchNorm.statistics(z, threads: threads)
+        let count = z.shape.n * z.shape.h * z.shape.w
+        bn.updateRunningStatistics(mean: s.mean, variance: s.variance, count: count)
+        mean = s.mean
+        invStd = s.variance.map { 1 / ($0 + bn.eps).squareRoot() }
+        let (g, b) = (bn.weight.value.scalars, bn.bias.value.scalars)
+        scale = (0..<g.count).map { g[$0] * invStd[$0] }
+        shift = (0..<g.count).map { b[$0] - mean[$0] * scale[$0] }
+    }
+
+    /// Batch-norm backward from g = dL/d(bn output) (masked in place by `reluOutput` first):
+    /// accumulates dγ, dβ and fills `dz`.
+    func backwardBatchNorm(_ g: BlockedBuffer, reluOutput: BlockedBuffer?, threads: Int) {
+        let sums = BlockedBatchNorm.gradientSums(g, reluOutput: reluOutput, input: z, threads: threads)
+        let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: mean, invStd: invStd,
+                                          gamma: bn.weight.value.scalars, count: z.shape.n * z.shape.h * z.shape.w)
+        bn.weight.accumulateGrad(Tensor(shape: [k.gamma.count], scalars: k.gamma))
+        bn.bias.accumulateGrad(Tensor(shape: [k.beta.count], scalars: k.beta))
+        BlockedBatchNorm.applyBackward(k, gradient: g, input: z, into: dz, threads: threads)
+    }
+
+    /// Weight gradient from the forward input, then dL/dinput (+ residual) into `inputGrad`.
+    func backwardConvolution(input: BlockedBuffer, into inputGrad: BlockedBuffer, residual: BlockedBuffer? = nil,
+                             threads: Int) {
+        let c = conv.config
+        conv.weight.accumulateGrad(BlockedConvWeightGradient.compute(input: input, gradOutput: dz, config: c,
+                                                                     threads: threads))
+        var source = dz
+        if let spread {
+            BlockedOps.spread(dz, into: spread, strideH: c.strideH, strideW: c.strideW, threads: threads)
+            source = spread
+        }
+        inputGradient.run(source, into: inputGrad, residual: residual, threads: threads)
+    }
+}
+
+/// Activation-gradient buffers shared by layers of the same shape (the backward pass visits
+/// one layer at a time), looked up by role and shape.
+struct TrainingBuffers {
+    private var buffers: [String: BlockedBuffer] = [:]
+
+    mutating func shared(_ role: String, _ shape: BlockedShape) -> BlockedBuffer {
+        let key = "\(role) \(shape)"
+        if let b = buffers[key] { return b }
+        let b = BlockedBuffer(shape)
+        buffers[key] = b
+        return b
+    }
+}
+
+/// One training step's forward and backward for a `CIFARResNet` and one input shape, entirely
+/// on NCHW8c buffers allocated once: convolutions by the NCHW8c kernels (forward, input
+/// gradient as a convolution with flipped weights, weight gradient), batch norm by
+/// `BlockedBatchNorm`, the block output (+ shortcut, ReLU) in one pass.
+final class ResNetTrainingPlan {
+    struct Block {
+        let unit1: TrainingUnit, unit2: TrainingUnit, projection: TrainingUnit?
+        /// Input (the previous block's output), mid = relu(bn1(z1)), output = relu(bn2(z2) + shortcut).
+        let input: BlockedBuffer, mid: BlockedBuffer, output: BlockedBuffer
+        /// Gradient buffers: dmid, dL/d(output) and dL/d(input) (shared by blocks of one shape).
+        let gradMid: BlockedBuffer, gradOutput: BlockedBuffer, gradInput: BlockedBuffer
+        /// Projection blocks: the shortcut's input gradient, added into gradInput.
+        let gradShortcut: BlockedBuffer?
+    }
+
+    let inputShape: [Int]
+    let image: BlockedBuffer
+    let stem: TrainingUnit
+    let stemOutput: BlockedBuffer, stemGrad: BlockedBuffer
+    let imageGrad: BlockedBuffer
+    let blocks: [Block]
+    private var pendingBackward = false
+
+    init(model m: CIFARResNet, n: Int, h: Int, w: Int) {
+        inputShape = [n, 3, h, w]
+        var shared = TrainingBuffers()
+        image = BlockedBuffer(BlockedShape(n: n, c: 3, h: h, w: w, halo: 1))
+        stem = TrainingUnit(conv: m.conv1, bn: m.bn1, input: image.shape, fromImages: true, buffers: &shared)
+        stemOutput = BlockedBuffer(stem.outputShape)
+        imageGrad = BlockedBuffer(BlockedShape(n: n, c: 3, h: h, w: w, halo: 0))
+        // Output gradients alternate between two buffers per shape, so a block's input and
+        // output gradients never share one.
+        var parity = 0
+        stemGrad = shared.shared("grad\(parity)", stem.outputShape)
+        var current = stemOutput
+        var blocks: [Block] = []
+        for stage in m.stages {
+            for case let b as BasicBlock in stage.layers {
+                let u1 = TrainingUnit(conv: b.conv1, bn: b.bn1, input: current.shape, buffers: &shared)
+                let u2 = TrainingUnit(conv: b.conv2, bn: b.bn2, input: u1.outputShape, buffers: &shared)
+                let p = b.projection.map { TrainingUnit(conv: $0.conv, bn: $0.bn, input: current.shape, gradientRole: "dz shortcut",
+                                                                buffers: &shared) }
+                let gradInput = shared.shared("grad\(parity)", current.shape)
+                parity ^= 1
+                let block = Block(unit1: u1, unit2: u2, projection: p, input: current, mid: BlockedBuffer(u1.outputShape),
+                                  output: BlockedBuffer(u2.outputShape), gradMid: shared.shared("mid", u1.outputShape),
+                                  gradOutput: shared.shared("grad\(parity)", u2.outputShape), gradInput: gradInput,
+                                  gradShortcut: p.map { _ in shared.shared("shortcut", current.shape) })
+                blocks.append(block)
+                current = block.output
+            }
+        }
+        self.blocks = blocks
+    }
+
+    /// Training-mode forward: logits [N, classes] for x [N, 3, H, W] of the planned shape.
+    /// Updates every batch norm's running statistics; `backward` must follow before the next forward.
+    func forward(_ m: CIFARResNet, _ x: Tensor, threads: Int) -> Tensor {
+        precondition(x.shape == inputShape, "training plan for \(inputShape) got \(x.shape)")
+        image.load(x)
+        stem.run(image, nchw: x, threads: threads)
+        BlockedBatchNorm.normalize(stem.z, scale: stem.scale, shift: stem.shift, activation: .relu, into: stemOutput,
+                                   threads: threads)
+        for b in blocks {
+            b.unit1.run(b.input, threads: threads)
+            BlockedBatchNorm.normalize(b.unit1.z, scale: b.unit1.scale, shift: b.unit1.shift, activation: .relu,
+                                       into: b.mid, threads: threads)
+            b.unit2.run(b.mid, threads: threads)
+            if let p = b.projection {
+                p.run(b.input, threads: threads)
+                BlockedBatchNorm.normalize(b.unit2.z, scale: b.unit2.scale, shift: b.unit2.shift, residual: p.z,
+                                           residualScale: p.scale, residualShift: p.shift, activation: .relu,
+                                           into: b.output, threads: threads)
+            } else {
+                BlockedBatchNorm.normalize(b.unit2.z, scale: b.unit2.scale, shift: b.unit2.shift, residual: b.input,
+                                           activation: .relu, into: b.output, threads: threads)
+            }
+        }
+        pendingBackward = true
+        return m.linear(BlockedOps.globalAvgPool(blocks.last?.output ?? stemOutput))
+    }
+
+    /// Backward of the last `forward`: dL/dlogits [N, classes] → dL/dx [N, 3, H, W]; accumulates
+    /// every parameter gradient.
+    func backward(_ m: CIFARResNet, _ gradLogits: Tensor, threads: Int) -> Tensor {
+        precondition(pendingBackward, "CIFARResNet.backward called without a training-mode forward before it")
+        pendingBackward = false
+        BlockedOps.globalAvgPoolBackward(m.linear.backward(gradLogits), into: blocks.last?.gradOutput ?? stemGrad)
+        for b in blocks.reversed() {
+            let g = b.gradOutput
+            // out = relu(bn2(z2) + shortcut): mask g by out once; both branches see the masked g.
+            b.unit2.backwardBatchNorm(g, reluOutput: b.output, threads: threads)
+            b.projection?.backwardBatchNorm(g, reluOutput: nil, threads: threads)
+            b.unit2.backwardConvolution(input: b.mid, into: b.gradMid, threads: threads)
+            b.unit1.backwardBatchNorm(b.gradMid, reluOutput: b.mid, threads: threads)
+            if let p = b.projection, let sc = b.gradShortcut {
+                p.backwardConvolution(input: b.input, into: sc, threads: threads)
+                b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: sc, threads: threads)
+            } else {
+                b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: g, threads: threads)
+            }
+        }
+        stem.backwardBatchNorm(stemGrad, reluOutput: stemOutput, threads: threads)
+        stem.backwardConvolution(input: image, into: imageGrad, threads: threads)
+        return imageGrad.toTensor()
+    }
+}

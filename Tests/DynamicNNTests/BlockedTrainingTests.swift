@@ -1,0 +1,142 @@
+import DynamicCore
+@testable import DynamicNN
+import XCTest
+
+/// The NCHW8c training path (`BlockedBatchNorm`, `ResNetTrainingPlan`) against the
+/// layer-by-layer NCHW path, which the gradient and PyTorch fixture tests pin down.
+final class BlockedTrainingTests: XCTestCase {
+    /// 12 channels (a partial second block), odd sizes, halo 1.
+    func testBatchNormKernelsMatchNCHWReference() {
+        var rng = SeededRNG(seed: 81)
+        let (n, c, h, w) = (3, 12, 5, 7)
+        let z = Tensor.normal([n, c, h, w], rng: &rng).map { 2 * $0 + 0.5 }
+        let bz = BlockedBuffer(z, halo: 1)
+        let stats = BlockedBatchNorm.statistics(bz)
+        let ref = BatchNorm2d.batchStatistics(z)
+        for ch in 0..<c {
+            XCTAssertEqual(stats.mean[ch], ref.mean[ch], accuracy: 1e-5)
+            XCTAssertEqual(stats.variance[ch], ref.variance[ch], accuracy: 1e-5 * ref.variance[ch])
+        }
+        let gamma = Tensor.uniform([c], low: 0.5, high: 1.5, rng: &rng), beta = Tensor.normal([c], rng: &rng)
+        let invStd = ref.variance.map { 1 / ($0 + 1e-5).squareRoot() }
+        let scale = (0..<c).map { gamma.scalars[$0] * invStd[$0] }
+        let shift = (0..<c).map { beta.scalars[$0] - ref.mean[$0] * scale[$0] }
+        let bnOut = Ops.channelAffine(z, scale: scale, shift: shift)
+
+        // Forward: plain, + residual, + normalised residual, each with ReLU.
+        let r = Tensor.normal([n, c, h, w], rng: &rng)
+        let rs = Tensor.uniform([c], low: 0.5, high: 1.5, rng: &rng).scalars, rt = Tensor.normal([c], rng: &rng).scalars
+        let y = BlockedBuffer(bz.shape)
+        BlockedBatchNorm.normalize(bz, scale: scale, shift: shift, activation: .relu, into: y)
+        _ = assertClose(y.toTensor(), Ops.activation(bnOut, .relu), tol: 1e-6, "normalize")
+        BlockedBatchNorm.normalize(bz, scale: scale, shift: shift, residual: BlockedBuffer(r, halo: 1), activation: .relu,
+                                   into: y)
+        _ = assertClose(y.toTensor(), Ops.add(bnOut, r, activation: .relu), tol: 1e-6, "normalize + residual")
+        BlockedBatchNorm.normalize(bz, scale: scale, shift: shift, residual: BlockedBuffer(r, halo: 1),
+                                   residualScale: rs, residualShift: rt, activation: .relu, into: y)
+        _ = assertClose(y.toTensor(), Ops.add(bnOut, Ops.channelAffine(r, scale: rs, shift: rt), activation: .relu),
+                        tol: 1e-6, "normalize + normalised residual")
+        XCTAssertTrue(haloIsZero(y), "normalize wrote into the halo")
+
+        // Backward through ReLU and batch norm.
+        let relu = Ops.activation(bnOut, .relu)
+        let g = Tensor.normal([n, c, h, w], rng: &rng)
+        let masked = Ops.activationBackward(g, input: relu, .relu)
+        let expected = Ops.batchNormTrainingBackward(masked, input: z, mean: ref.mean, invStd: invStd, gamma: gamma)
+        let bg = BlockedBuffer(g, halo: 1)
+        let sums = BlockedBatchNorm.gradientSums(bg, reluOutput: BlockedBuffer(relu, halo: 1), input: bz)
+        _ = assertClose(bg.toTensor(), masked, tol: 0, "ReLU mask in place")
+        let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: ref.mean, invStd: invStd,
+                                          gamma: gamma.scalars, count: n * h * w)
+        _ = assertClose(Tensor(shape: [c], scalars: k.gamma), expected.gamma, tol: 1e-5, "dγ")
+        _ = assertClose(Tensor(shape: [c], scalars: k.beta), expected.beta, tol: 1e-5, "dβ")
+        let dz = BlockedBuffer(bz.shape)
+        BlockedBatchNorm.applyBackward(k, gradient: bg, input: bz, into: dz)
+        _ = assertClose(dz.toTensor(), expected.input, tol: 1e-4, "dz")
+        XCTAssertTrue(haloIsZero(dz), "applyBackward wrote into the halo")
+    }
+
+    func testSpreadAndGlobalPoolBackward() {
+        var rng = SeededRNG(seed: 82)
+        let src = Tensor.normal([2, 10, 3, 4], rng: &rng)
+        let dst = BlockedBuffer(BlockedShape(n: 2, c: 10, h: 6, w: 7, halo: 1))
+        BlockedOps.spread(BlockedBuffer(src, halo: 0), into: dst, strideH: 2, strideW: 2)
+        let d = dst.toTensor()
+        for i in 0..<2 { for ch in 0..<10 { for y in 0..<6 { for x in 0..<7 {
+            let want: Float = (y % 2 == 0 && x % 2 == 0 && x / 2 < 4) ? src[i, ch, y / 2, x / 2] : 0
+            XCTAssertEqual(d[i, ch, y, x], want)
+        } } } }
+        let g = Tensor.normal([2, 10], rng: &rng)
+        let dx = BlockedBuffer(BlockedShape(n: 2, c: 10, h: 3, w: 5, halo: 1))
+        BlockedOps.globalAvgPoolBackward(g, into: dx)
+        _ = assertClose(dx.toTensor(), Ops.globalAvgPoolBackward(g, inputShape: [2, 10, 3, 5]), tol: 1e-7, "GAP backward")
+        XCTAssertTrue(haloIsZero(dx))
+    }
+
+    /// One training step on the blocked plan and on the layer path from identical models:
+    /// logits, input gradient, every parameter gradient and the running statistics agree.
+    func testBlockedTrainingStepMatchesLayerPath() throws {
+        let cases: [(String, () -> CIFARResNet, [Int])] = [
+            // Channel counts that are not multiples of 8, both shortcut kinds, stride 2 twice.
+            ("widths 4/12/16", { CIFARResNet(name: "odd", widths: [4, 12, 16], blocksPerStage: [2, 1, 2], classes: 5, seed: 3) },
+             [3, 3, 10, 9]),
+            ("resnet20", { CIFARResNet.depth(20, seed: 4) }, [2, 3, 32, 32]),
+        ]
+        for (label, make, shape) in cases {
+            var rng = SeededRNG(seed: 83)
+            let x = Tensor.normal(shape, rng: &rng)
+            let blocked = make(), layered = make()
+            for (_, p) in blocked.namedParameters() where p.isTrainable && p.value.rank == 1 {
+                p.value = Tensor.uniform(p.value.shape, low: 0.5, high: 1.5, rng: &rng)   // non-trivial γ, β
+            }
+            try layered.loadStateDict(blocked.stateDict())
+            layered.usesBlockedTraining = false
+            var outputs: [(Tensor, Tensor)] = []
+            for m in [blocked, layered] {
+                m.train()
+                m.zeroGrad()
+                let logits = m(x)
+                let seed = Loss.crossEntropy(logits: logits, labels: (0..<shape[0]).map { $0 % 3 }).gradient
+                outputs.append((logits, m.backward(seed)))
+            }
+            _ = assertClose(outputs[0].0, outputs[1].0, tol: 1e-4, "\(label) logits")
+            _ = assertClose(outputs[0].1, outputs[1].1, tol: 2e-3, "\(label) input gradient")
+            let other = Dictionary(uniqueKeysWithValues: layered.namedParameters())
+            for (key, p) in blocked.namedParameters() {
+                let q = other[key]!
+                if p.isTrainable {
+                    guard let g = p.grad, let h = q.grad else { XCTFail("\(label) \(key): no gradient"); continue }
+                    _ = assertClose(g, h, tol: 2e-3, "\(label) \(key) gradient")
+                } else {
+                    _ = assertClose(p.value, q.value, tol: 1e-5, "\(label) \(key)")
+                }
+            }
+        }
+    }
+
+    /// Results do not depend on the thread count (bit for bit), and repeated steps reuse the plan.
+    func testBlockedTrainingIsThreadCountIndependent() {
+        var rng = SeededRNG(seed: 84)
+        let x = Tensor.normal([4, 3, 12, 12], rng: &rng)
+        var results: [[String: [Float]]] = []
+        for threads in [1, 2, 3] {
+            let m = CIFARResNet(name: "t", widths: [8, 16], blocksPerStage: [1, 2], classes: 4, seed: 9)
+            m.setThreads(threads)
+            let opt = SGD(groups: [ParameterGroup(m.trainableParameters, learningRate: 0.1)], momentum: 0.9)
+            for _ in 0..<3 { opt.trainStep(m, images: x, labels: [0, 1, 2, 3]) }
+            results.append(m.stateDict().mapValues(\.scalars))
+        }
+        XCTAssertEqual(results[0], results[1])
+        XCTAssertEqual(results[0], results[2])
+    }
+
+    private func haloIsZero(_ b: BlockedBuffer) -> Bool {
+        let s = b.shape
+        for i in 0..<s.count {
+            let q = (i % s.blockStride) / 8
+            let (y, x) = (q / s.wp - s.halo, q % s.wp - s.halo)
+            if (y < 0 || y >= s.h || x < 0 || x >= s.w) && b.pointer[i] != 0 { return false }
+        }
+        return true
+    }
+}
