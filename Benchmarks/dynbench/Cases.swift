@@ -3,8 +3,10 @@ import Foundation
 
 /// The benchmark cases, named as in `../shared/peers/netspec.py` so rows line up with the peers.
 enum BenchCase {
-    /// `conv{k}x{k}[s{stride}]_c{C}_k{K}_{H}x{W}`: one convolution with bias, padding k/2.
-    case conv(name: String, channels: Int, filters: Int, size: Int, kernel: Int = 3, stride: Int = 1)
+    /// `conv{k}x{k}[s{stride}]_c{C}_k{K}_{H}x{W}`: one convolution with bias, padding k/2;
+    /// `wgrad…` with the same fields: its weight gradient (the training kernel; same FLOPs).
+    case conv(name: String, channels: Int, filters: Int, size: Int, kernel: Int = 3, stride: Int = 1,
+              weightGradient: Bool = false)
     case resnet(name: String)
 
     static let convCases: [BenchCase] = [
@@ -18,20 +20,21 @@ enum BenchCase {
     static let all = convCases + modelCases
 
     var name: String {
-        switch self { case .conv(let n, _, _, _, _, _), .resnet(let n): return n }
+        switch self { case .conv(let n, _, _, _, _, _, _), .resnet(let n): return n }
     }
 
     static func named(_ n: String) -> BenchCase? {
         if let c = all.first(where: { $0.name == n }) { return c }
-        // Any convolution shape, e.g. conv1x1s2_c64_k128_32x32.
+        // Any convolution shape, e.g. conv1x1s2_c64_k128_32x32 (or its weight gradient, wgrad…).
         let parts = n.split(separator: "_")
-        if parts.count == 4, parts[0].hasPrefix("conv"), parts[1].hasPrefix("c"), parts[2].hasPrefix("k"),
+        let wgrad = parts.first?.hasPrefix("wgrad") == true
+        if parts.count == 4, parts[0].hasPrefix("conv") || wgrad, parts[1].hasPrefix("c"), parts[2].hasPrefix("k"),
            let c = Int(parts[1].dropFirst()), let k = Int(parts[2].dropFirst()),
            let size = Int(parts[3].split(separator: "x")[0]) {
-            let geo = parts[0].dropFirst(4).split(separator: "s")
+            let geo = parts[0].dropFirst(wgrad ? 5 : 4).split(separator: "s")
             let kernel = Int(geo[0].split(separator: "x")[0]) ?? 3
             let stride = geo.count > 1 ? Int(geo[1]) ?? 1 : 1
-            return .conv(name: n, channels: c, filters: k, size: size, kernel: kernel, stride: stride)
+            return .conv(name: n, channels: c, filters: k, size: size, kernel: kernel, stride: stride, weightGradient: wgrad)
         }
         // Any CIFAR ResNet depth 6n+2, e.g. resnet20_cifar.
         if n.hasPrefix("resnet"), n.hasSuffix("_cifar"), let d = Int(n.dropFirst(6).dropLast(6)), d >= 8, (d - 2) % 6 == 0 {
@@ -44,8 +47,15 @@ enum BenchCase {
     func prepare(batch: Int, threads: Int) -> (run: () -> Void, flopsPerImage: Double) {
         var rng = SeededRNG(seed: 0)
         switch self {
-        case .conv(_, let c, let k, let s, let kernel, let stride):
+        case .conv(_, let c, let k, let s, let kernel, let stride, let wgrad):
             let cfg = Conv2DConfig(inChannels: c, outChannels: k, kernelSize: kernel, stride: stride, padding: kernel / 2)
+            if wgrad {
+                let input = BlockedBuffer(Tensor.normal([batch, c, s, s], rng: &rng), halo: 1)
+                let o = cfg.outputSize(h: s, w: s)
+                let dy = BlockedBuffer(Tensor.normal([batch, k, o.h, o.w], rng: &rng), halo: 1)
+                return ({ _ = BlockedConvWeightGradient.compute(input: input, gradOutput: dy, config: cfg, threads: threads) },
+                        Double(2 * cfg.macs(h: s, w: s)))
+            }
             let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: Tensor.normal([k], rng: &rng),
                                      config: cfg)
             let x = Tensor.normal([batch, c, s, s], rng: &rng)

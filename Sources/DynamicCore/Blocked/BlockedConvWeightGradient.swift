@@ -1,14 +1,16 @@
 import Foundation
 
-/// Weight gradient of a dense convolution on NCHW8c buffers, kernel `f32-convwgrad-nchw8c-12x8`:
+/// Weight gradient of a dense convolution on NCHW8c buffers, kernel `f32-convwgrad-nchw8c-6x16`:
 /// dW[co, ci, ky, kx] = Σ over images and output pixels p of dY[co, p] · X[ci, window(p) + (ky, kx)].
 ///
-/// A tile is 12 reduction rows (input channel, tap) × 8 output channels: 12 SIMD8 accumulators
-/// over output channels, one dY vector load and 12 broadcasts per pixel. Every tile reduces the
+/// A tile is 6 reduction rows (input channel, tap) × 16 output channels (two dY blocks): 12 SIMD8
+/// accumulators, two dY vector loads and six broadcasts per pixel — the register shape of the
+/// forward kernel. Pixels are walked row by row (no per-pixel index loads), in chunks of output
+/// rows whose inputs stay in L1 while all of a thread's tiles sweep them. Every tile reduces the
 /// images in order, so the result does not depend on the thread count.
 public enum BlockedConvWeightGradient {
-    public static let kernelName = "f32-convwgrad-nchw8c-12x8"
-    static let rowsPerTile = 12
+    public static let kernelName = "f32-convwgrad-nchw8c-6x16"
+    static let rowsPerTile = 6
 
     /// x: [N, Cin, H, W] with halo ≥ padding; dy: [N, Cout, Ho, Wo] (any halo) → [Cout, Cin, kh, kw].
     public static func compute(input x: BlockedBuffer, gradOutput dy: BlockedBuffer, config c: Conv2DConfig,
@@ -21,7 +23,7 @@ public enum BlockedConvWeightGradient {
         let taps = c.kernelH * c.kernelW
         let rows = c.inChannels * taps
         let rowTiles = (rows + rowsPerTile - 1) / rowsPerTile
-        let coBlocks = so.blocks
+        let coPairs = (so.blocks + 1) / 2
         // Row r = (ci, tap): its input offset relative to a pixel's window origin.
         var rowOffsets = [Int](repeating: 0, count: rowTiles * rowsPerTile)
         for r in 0..<rowTiles * rowsPerTile {
@@ -30,34 +32,42 @@ public enum BlockedConvWeightGradient {
             rowOffsets[r] = (ci / 8) * si.blockStride + ((t / c.kernelW) * c.dilationH * si.wp
                                                          + (t % c.kernelW) * c.dilationW) * 8 + ci % 8
         }
-        // Pixel offsets of one image (window origin in x, position in dy).
-        let perImage = so.h * so.w
-        var pixIn = [Int](repeating: 0, count: perImage), pixOut = [Int](repeating: 0, count: perImage)
-        for p in 0..<perImage {
-            let oy = p / so.w, ox = p % so.w
-            pixIn[p] = si.pixelOffset(oy * c.strideH - c.padH, ox * c.strideW - c.padW)
-            pixOut[p] = so.pixelOffset(oy, ox)
+        // Start of every output row of one image: window origin in x, position in dy.
+        var rowIn = [Int](repeating: 0, count: so.h), rowOut = rowIn
+        for oy in 0..<so.h {
+            rowIn[oy] = si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
+            rowOut[oy] = so.pixelOffset(oy, 0)
         }
-        // dWᵀ tiles: [rowTiles·12][coBlocks·8], reshaped to [Cout, Cin, kh, kw] at the end.
-        let tiles = rowTiles * coBlocks
-        let acc = UnsafeMutablePointer<Float>.allocate(capacity: tiles * rowsPerTile * 8)
-        acc.initialize(repeating: 0, count: tiles * rowsPerTile * 8)
+        // dWᵀ tiles: [rowTiles·6][coPairs·16], reshaped to [Cout, Cin, kh, kw] at the end.
+        let tiles = rowTiles * coPairs
+        let tileFloats = rowsPerTile * 16
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: tiles * tileFloats)
+        acc.initialize(repeating: 0, count: tiles * tileFloats)
         defer { acc.deallocate() }
         let (xp, yp) = (UnsafePointer(x.pointer), UnsafePointer(dy.pointer))
+        // Output rows per chunk: dY (32 B per block) and input windows (≈ 32 B per block, times
+        // the stride's area) of a chunk fit in about half of L1.
+        let bytesPerPixel = 32 * (so.blocks + si.blocks * c.strideH * c.strideW)
+        let chunkRows = Swift.max(1, (16 << 10) / (bytesPerPixel * so.w))
         rowOffsets.withUnsafeBufferPointer { ro in
-            pixIn.withUnsafeBufferPointer { pin in
-                pixOut.withUnsafeBufferPointer { pout in
-                    // Each thread owns a range of tiles and walks the images in order, so an
-                    // image's input is read from memory once per thread and reused from L2 by
-                    // all of that thread's tiles.
+            rowIn.withUnsafeBufferPointer { rin in
+                rowOut.withUnsafeBufferPointer { rout in
                     let parts = Parallel.ranges(tiles, parts: Swift.max(1, threads ?? Parallel.defaultThreads))
                     Parallel.forEach(parts.count, threads: parts.count) { part in
                         for n in 0..<si.n {
-                            for tile in parts[part] {
-                                let rt = tile / coBlocks, cb = tile % coBlocks
-                                tile12x8(xp + n * si.imageStride, ro.baseAddress! + rt * rowsPerTile,
-                                         yp + n * so.imageStride + cb * so.blockStride,
-                                         pin.baseAddress!, pout.baseAddress!, perImage, acc + tile * rowsPerTile * 8)
+                            var r0 = 0
+                            while r0 < so.h {
+                                let count = Swift.min(chunkRows, so.h - r0)
+                                for tile in parts[part] {
+                                    let rt = tile / coPairs, cp = tile % coPairs
+                                    // A trailing single dY block reads itself twice; only its half is stored.
+                                    let second = 2 * cp + 1 < so.blocks ? so.blockStride : 0
+                                    tile6x16(xp + n * si.imageStride, ro.baseAddress! + rt * rowsPerTile,
+                                             yp + n * so.imageStride + 2 * cp * so.blockStride, second,
+                                             rin.baseAddress! + r0, rout.baseAddress! + r0, count, so.w,
+                                             8 * c.strideW, acc + tile * tileFloats)
+                                }
+                                r0 += count
                             }
                         }
                     }
@@ -66,43 +76,47 @@ public enum BlockedConvWeightGradient {
         }
         return Tensor(shape: c.weightShape) { w in
             for tile in 0..<tiles {
-                let rt = tile / coBlocks, cb = tile % coBlocks
+                let rt = tile / coPairs, cp = tile % coPairs
                 for i in 0..<rowsPerTile {
                     let r = rt * rowsPerTile + i
                     guard r < rows else { continue }
                     let ci = r / taps, t = r % taps
-                    for k in 0..<8 {
-                        let co = cb * 8 + k
+                    for k in 0..<16 {
+                        let co = cp * 16 + k
                         guard co < c.outChannels else { continue }
-                        w[(co * c.inChannels + ci) * taps + t] = acc[(tile * rowsPerTile + i) * 8 + k]
+                        w[(co * c.inChannels + ci) * taps + t] = acc[tile * tileFloats + i * 16 + k]
                     }
                 }
             }
         }
     }
 
-    /// acc[12][8] += Σ over `pixels` of broadcast(x[pixIn[p] + rows[i]]) · dy[pixOut[p]].
+    /// acc[6][16] += Σ over the pixels of `rowCount` output rows × `width` of
+    /// broadcast(x[window + rows[i]]) · (dy block, dy second block).
     @inline(never)
-    static func tile12x8(_ x: UnsafePointer<Float>, _ rows: UnsafePointer<Int>, _ dy: UnsafePointer<Float>,
-                         _ pixIn: UnsafePointer<Int>, _ pixOut: UnsafePointer<Int>, _ pixels: Int,
-                         _ acc: UnsafeMutablePointer<Float>) {
-        var a0 = load8(acc), a1 = load8(acc + 8), a2 = load8(acc + 16), a3 = load8(acc + 24)
-        var a4 = load8(acc + 32), a5 = load8(acc + 40), a6 = load8(acc + 48), a7 = load8(acc + 56)
-        var a8 = load8(acc + 64), a9 = load8(acc + 72), a10 = load8(acc + 80), a11 = load8(acc + 88)
+    static func tile6x16(_ x: UnsafePointer<Float>, _ rows: UnsafePointer<Int>, _ dy: UnsafePointer<Float>,
+                         _ second: Int, _ rowIn: UnsafePointer<Int>, _ rowOut: UnsafePointer<Int>, _ rowCount: Int,
+                         _ width: Int, _ xStep: Int, _ acc: UnsafeMutablePointer<Float>) {
+        var c00 = load8(acc), c01 = load8(acc + 8), c10 = load8(acc + 16), c11 = load8(acc + 24)
+        var c20 = load8(acc + 32), c21 = load8(acc + 40), c30 = load8(acc + 48), c31 = load8(acc + 56)
+        var c40 = load8(acc + 64), c41 = load8(acc + 72), c50 = load8(acc + 80), c51 = load8(acc + 88)
         let r0 = rows[0], r1 = rows[1], r2 = rows[2], r3 = rows[3], r4 = rows[4], r5 = rows[5]
-        let r6 = rows[6], r7 = rows[7], r8 = rows[8], r9 = rows[9], r10 = rows[10], r11 = rows[11]
-        for p in 0..<pixels {
-            let g = load8(dy + pixOut[p])
-            let xb = x + pixIn[p]
-            a0 = fmadd(a0, SIMD8(repeating: xb[r0]), g); a1 = fmadd(a1, SIMD8(repeating: xb[r1]), g)
-            a2 = fmadd(a2, SIMD8(repeating: xb[r2]), g); a3 = fmadd(a3, SIMD8(repeating: xb[r3]), g)
-            a4 = fmadd(a4, SIMD8(repeating: xb[r4]), g); a5 = fmadd(a5, SIMD8(repeating: xb[r5]), g)
-            a6 = fmadd(a6, SIMD8(repeating: xb[r6]), g); a7 = fmadd(a7, SIMD8(repeating: xb[r7]), g)
-            a8 = fmadd(a8, SIMD8(repeating: xb[r8]), g); a9 = fmadd(a9, SIMD8(repeating: xb[r9]), g)
-            a10 = fmadd(a10, SIMD8(repeating: xb[r10]), g); a11 = fmadd(a11, SIMD8(repeating: xb[r11]), g)
+        for r in 0..<rowCount {
+            var xr = x + rowIn[r], yr = dy + rowOut[r]
+            for _ in 0..<width {
+                let g0 = load8(yr), g1 = load8(yr + second)
+                var a = SIMD8<Float>(repeating: xr[r0]); c00 = fmadd(c00, a, g0); c01 = fmadd(c01, a, g1)
+                a = SIMD8<Float>(repeating: xr[r1]); c10 = fmadd(c10, a, g0); c11 = fmadd(c11, a, g1)
+                a = SIMD8<Float>(repeating: xr[r2]); c20 = fmadd(c20, a, g0); c21 = fmadd(c21, a, g1)
+                a = SIMD8<Float>(repeating: xr[r3]); c30 = fmadd(c30, a, g0); c31 = fmadd(c31, a, g1)
+                a = SIMD8<Float>(repeating: xr[r4]); c40 = fmadd(c40, a, g0); c41 = fmadd(c41, a, g1)
+                a = SIMD8<Float>(repeating: xr[r5]); c50 = fmadd(c50, a, g0); c51 = fmadd(c51, a, g1)
+                xr += xStep
+                yr += 8
+            }
         }
-        store8(a0, acc); store8(a1, acc + 8); store8(a2, acc + 16); store8(a3, acc + 24)
-        store8(a4, acc + 32); store8(a5, acc + 40); store8(a6, acc + 48); store8(a7, acc + 56)
-        store8(a8, acc + 64); store8(a9, acc + 72); store8(a10, acc + 80); store8(a11, acc + 88)
+        store8(c00, acc); store8(c01, acc + 8); store8(c10, acc + 16); store8(c11, acc + 24)
+        store8(c20, acc + 32); store8(c21, acc + 40); store8(c30, acc + 48); store8(c31, acc + 56)
+        store8(c40, acc + 64); store8(c41, acc + 72); store8(c50, acc + 80); store8(c51, acc + 88)
     }
 }
