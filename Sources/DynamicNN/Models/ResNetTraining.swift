@@ -77,11 +77,12 @@ final class TrainingUnit {
     }
 
     /// Weight gradient from the forward input, then dL/dinput (+ residual) into `inputGrad`.
-    func backwardConvolution(input: BlockedBuffer, into inputGrad: BlockedBuffer, residual: BlockedBuffer? = nil,
+    func backwardConvolution(input: BlockedBuffer, into inputGrad: BlockedBuffer?, residual: BlockedBuffer? = nil,
                              threads: Int) {
         let c = conv.config
         conv.weight.accumulateGrad(BlockedConvWeightGradient.compute(input: input, gradOutput: dz, config: c,
                                                                      threads: threads))
+        guard let inputGrad else { return }
         var source = dz
         if let spread {
             BlockedOps.spread(dz, into: spread, strideH: c.strideH, strideW: c.strideW, threads: threads)
@@ -187,9 +188,9 @@ final class ResNetTrainingPlan {
         return m.linear(BlockedOps.globalAvgPool(blocks.last?.output ?? stemOutput))
     }
 
-    /// Backward of the last `forward`: dL/dlogits [N, classes] → dL/dx [N, 3, H, W]; accumulates
-    /// every parameter gradient.
-    func backward(_ m: CIFARResNet, _ gradLogits: Tensor, threads: Int) -> Tensor {
+    /// Backward of the last `forward`: dL/dlogits [N, classes] → dL/dx [N, 3, H, W] (nil without
+    /// `inputGradient`); accumulates every parameter gradient.
+    func backward(_ m: CIFARResNet, _ gradLogits: Tensor, threads: Int, inputGradient: Bool = true) -> Tensor? {
         precondition(pendingBackward, "CIFARResNet.backward called without a training-mode forward before it")
         pendingBackward = false
         BlockedOps.globalAvgPoolBackward(m.linear.backward(gradLogits), into: blocks.last?.gradOutput ?? stemGrad)
@@ -208,7 +209,7 @@ final class ResNetTrainingPlan {
             }
         }
         stem.backwardBatchNorm(stemGrad, reluOutput: stemOutput, threads: threads)
-        stem.backwardConvolution(input: image, into: imageGrad, threads: threads)
-        return imageGrad.toTensor()
+        stem.backwardConvolution(input: image, into: inputGradient ? imageGrad : nil, threads: threads)
+        return inputGradient ? imageGrad.toTensor() : nil
     }
 }

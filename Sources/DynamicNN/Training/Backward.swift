@@ -9,6 +9,13 @@ import DynamicCore
 ///   cache: one backward per forward.
 public protocol Differentiable: Layer {
     func backward(_ gradOutput: Tensor) -> Tensor
+    /// The same parameter gradients as `backward`, without dL/d(input) when the layer can skip
+    /// it (a network's images need none). Default: `backward`, result discarded.
+    func backwardParameters(_ gradOutput: Tensor)
+}
+
+extension Differentiable {
+    public func backwardParameters(_ gradOutput: Tensor) { _ = backward(gradOutput) }
 }
 
 extension Parameter {
@@ -173,10 +180,17 @@ extension CIFARResNet: Differentiable {
     public func backward(_ gradOutput: Tensor) -> Tensor {
         if let plan = activeTrainingPlan {
             activeTrainingPlan = nil
-            return plan.backward(self, gradOutput, threads: threads ?? Parallel.defaultThreads)
+            return plan.backward(self, gradOutput, threads: threads ?? Parallel.defaultThreads)!
         }
         var g = pool.backward(linear.backward(gradOutput))
         for stage in stages.reversed() { g = stage.backward(g) }
         return stem.backward(g)
+    }
+
+    /// Parameter gradients only: the blocked plan skips the stem's input gradient.
+    public func backwardParameters(_ gradOutput: Tensor) {
+        guard let plan = activeTrainingPlan else { _ = backward(gradOutput); return }
+        activeTrainingPlan = nil
+        _ = plan.backward(self, gradOutput, threads: threads ?? Parallel.defaultThreads, inputGradient: false)
     }
 }

@@ -20,7 +20,7 @@ extension Optimizer {
         model.zeroGrad()
         let logits = model(images)
         let ce = Loss.crossEntropy(logits: logits, labels: labels, labelSmoothing: labelSmoothing)
-        _ = model.backward(ce.gradient)
+        model.backwardParameters(ce.gradient)
         step()
         let correct = zip(logits.argmax(), labels).filter { $0 == $1 }.count
         return StepResult(loss: ce.value + model.hookedLossValue, correct: correct, count: labels.count)
