@@ -193,23 +193,6 @@ public enum BlockedBatchNorm {
 }
 
 extension BlockedOps {
-    /// dst[n, c, y·sy, x·sx] = src[n, c, y, x]; other pixels of dst are left as they are (zero
-    /// in a fresh buffer). Spreads a strided convolution's output gradient onto its input grid.
-    public static func spread(_ src: BlockedBuffer, into dst: BlockedBuffer, strideH sy: Int, strideW sx: Int,
-                              threads: Int? = nil) {
-        let s = src.shape, d = dst.shape
-        precondition(s.n == d.n && s.c == d.c && (s.h - 1) * sy < d.h + d.halo && (s.w - 1) * sx < d.w + d.halo,
-                     "spread: \(s) does not fit \(d) at stride \(sy)×\(sx)")
-        let (sp, dp) = (UnsafePointer(src.pointer), dst.pointer)
-        Parallel.forEach(s.n * s.blocks, threads: threads) { t in
-            let (n, b) = (t / s.blocks, t % s.blocks)
-            let from = sp + n * s.imageStride + b * s.blockStride, to = dp + n * d.imageStride + b * d.blockStride
-            for y in 0..<s.h {
-                for x in 0..<s.w { store8(load8(from + s.pixelOffset(y, x)), to + d.pixelOffset(y * sy, x * sx)) }
-            }
-        }
-    }
-
     /// Backward of `globalAvgPool`: every interior pixel of dx gets g[n, c] / (H·W). g: [N, C].
     public static func globalAvgPoolBackward(_ g: Tensor, into dx: BlockedBuffer) {
         let s = dx.shape

@@ -92,17 +92,37 @@ public final class BlockedConv2D: @unchecked Sendable {
         return BlockedShape(n: n, c: config.outChannels, h: o.h, w: o.w, halo: halo)
     }
 
+    /// Where the output pixels of a convolution land: pixel (m, n) of a height × width grid goes
+    /// to (m·strideH + offsetY, n·strideW + offsetX) of the output buffer. One phase of a strided
+    /// convolution's input gradient writes every stride-th pixel this way.
+    public struct OutputPlacement: Hashable, Sendable {
+        public var height: Int, width: Int, strideH: Int, strideW: Int, offsetY: Int, offsetX: Int
+        public init(height: Int, width: Int, strideH: Int, strideW: Int, offsetY: Int, offsetX: Int) {
+            (self.height, self.width, self.strideH, self.strideW, self.offsetY, self.offsetX) =
+                (height, width, strideH, strideW, offsetY, offsetX)
+        }
+    }
+
     /// out = act(conv(input) + bias [+ residual]) on NCHW8c buffers.
-    /// input: [N, Cin, H, W] with halo ≥ padding; output and residual: [N, Cout, Ho, Wo].
-    public func run(_ input: BlockedBuffer, into output: BlockedBuffer, residual: BlockedBuffer? = nil,
-                    activation: Activation = .identity, threads: Int? = nil) {
+    /// input: [N, Cin, H, W] with halo ≥ padding; output and residual: [N, Cout, Ho, Wo], or with
+    /// `placement`, any output the placed pixels fit in (other pixels are left as they are).
+    public func run(_ input: BlockedBuffer, into output: BlockedBuffer, placement: OutputPlacement? = nil,
+                    residual: BlockedBuffer? = nil, activation: Activation = .identity, threads: Int? = nil) {
         let c = config, si = input.shape, so = output.shape
         precondition(!usesIm2col, "input channels < 8: use run(nchw:into:)")
         precondition(si.c == c.inChannels && si.halo >= c.padH && si.halo >= c.padW,
                      "conv input \(si) needs \(c.inChannels) channels and halo ≥ padding")
-        precondition(so == outputShape(n: si.n, h: si.h, w: si.w, halo: so.halo), "conv output \(so) mismatched")
+        if let p = placement {
+            precondition(so.n == si.n && so.c == c.outChannels && p.height > 0 && p.width > 0
+                         && (p.height - 1) * p.strideH + p.offsetY < so.h && (p.width - 1) * p.strideW + p.offsetX < so.w
+                         && (p.height - 1) * c.strideH + (c.kernelH - 1) * c.dilationH - c.padH < si.h + si.halo
+                         && (p.width - 1) * c.strideW + (c.kernelW - 1) * c.dilationW - c.padW < si.w + si.halo,
+                         "conv placement \(p) does not fit input \(si) / output \(so)")
+        } else {
+            precondition(so == outputShape(n: si.n, h: si.h, w: si.w, halo: so.halo), "conv output \(so) mismatched")
+        }
         if let r = residual { precondition(r.shape == so, "residual \(r.shape) must match output \(so)") }
-        let g = geometryFor(input: si, output: so)
+        let g = geometryFor(input: si, output: so, placement: placement)
         // Tiles run over the pixels of all images at once (small images still fill whole tiles),
         // in chunks whose input fits in L2; every chunk sweeps all output-channel pairs.
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
@@ -270,24 +290,26 @@ public final class BlockedConv2D: @unchecked Sendable {
         var taps: UnsafeMutablePointer<Int>
     }
 
-    struct GeometryKey: Hashable { var input: BlockedShape, output: BlockedShape }
+    struct GeometryKey: Hashable { var input: BlockedShape, output: BlockedShape, placement: OutputPlacement? }
 
     /// Offsets of every output pixel of every image (input window origin and output position,
     /// in floats from the buffer start), padded to whole tiles by repeating the last pixel.
-    private func geometryFor(input si: BlockedShape, output so: BlockedShape) -> Geometry {
+    private func geometryFor(input si: BlockedShape, output so: BlockedShape,
+                             placement: OutputPlacement? = nil) -> Geometry {
         geometryLock.lock()
         defer { geometryLock.unlock() }
-        let key = GeometryKey(input: si, output: so)
+        let key = GeometryKey(input: si, output: so, placement: placement)
         if let g = geometries[key] { return g }
         let c = config
-        let perImage = so.h * so.w, pixels = so.n * perImage, groups = (pixels + 5) / 6
+        let p = placement ?? OutputPlacement(height: so.h, width: so.w, strideH: 1, strideW: 1, offsetY: 0, offsetX: 0)
+        let perImage = p.height * p.width, pixels = so.n * perImage, groups = (pixels + 5) / 6
         let pin = UnsafeMutablePointer<Int>.allocate(capacity: groups * 6)
         let pout = UnsafeMutablePointer<Int>.allocate(capacity: groups * 6)
-        for p in 0..<groups * 6 {
-            let q = Swift.min(p, pixels - 1)
-            let n = q / perImage, oy = (q % perImage) / so.w, ox = q % so.w
-            pin[p] = n * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, ox * c.strideW - c.padW)
-            pout[p] = n * so.imageStride + so.pixelOffset(oy, ox)
+        for i in 0..<groups * 6 {
+            let q = Swift.min(i, pixels - 1)
+            let n = q / perImage, oy = (q % perImage) / p.width, ox = q % p.width
+            pin[i] = n * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, ox * c.strideW - c.padW)
+            pout[i] = n * so.imageStride + so.pixelOffset(oy * p.strideH + p.offsetY, ox * p.strideW + p.offsetX)
         }
         let kk = c.kernelH * c.kernelW
         let taps = UnsafeMutablePointer<Int>.allocate(capacity: kk)

@@ -27,12 +27,15 @@ extension Ops {
                                            inputHeight h: Int, inputWidth w: Int, threads: Int? = nil) -> Tensor {
         c.checkBackwardShapes(gradOutput: gradOutput, inputHeight: h, inputWidth: w)
         precondition(weight.shape == c.weightShape, "conv2d weight must be \(c.weightShape), got \(weight.shape)")
-        if c.groups == 1, c.strideH == 1, c.strideW == 1,
-           c.padH <= (c.kernelH - 1) * c.dilationH, c.padW <= (c.kernelW - 1) * c.dilationW,
-           (c.outputSize(h: h, w: w)) == (gradOutput.shape[2], gradOutput.shape[3]) {
-            // Stride 1: the input gradient is a convolution of dY with the flipped, transposed
-            // weights and padding (k − 1 − p)·d, which the NCHW8c kernel runs directly.
-            return conv2dBackwardInputByConvolution(gradOutput, weight: weight, config: c, threads: threads)
+        if c.groups == 1, c.padH <= (c.kernelH - 1) * c.dilationH, c.padW <= (c.kernelW - 1) * c.dilationW,
+           BlockedConvInputGradient.supports(c) {
+            // A convolution of dY with the flipped, transposed weights (per phase for strides > 1),
+            // which the NCHW8c kernel runs directly.
+            let halo = Swift.max(c.kernelH * c.dilationH, c.kernelW * c.dilationW)
+            let dx = BlockedBuffer(BlockedShape(n: gradOutput.shape[0], c: c.inChannels, h: h, w: w, halo: 0))
+            BlockedConvInputGradient(weight: weight, config: c).run(BlockedBuffer(gradOutput, halo: halo), into: dx,
+                                                                    threads: threads)
+            return dx.toTensor()
         }
         let n = gradOutput.shape[0], ho = gradOutput.shape[2], wo = gradOutput.shape[3]
         let threads = threads ?? Parallel.defaultThreads
@@ -78,39 +81,6 @@ extension Ops {
 
     /// dX = conv(dY; W′) with W′[ci, co, i, j] = W[co, ci, kh−1−i, kw−1−j], stride 1, padding
     /// (k−1)·d − p: the transpose of a stride-1 convolution is a stride-1 convolution.
-    static func conv2dBackwardInputByConvolution(_ gradOutput: Tensor, weight: Tensor, config c: Conv2DConfig,
-                                                  threads: Int?) -> Tensor {
-        let t = inputGradientConvolution(weight: weight, config: c)
-        return BlockedConv2D(weight: t.weight, bias: nil, config: t.config)(gradOutput, threads: threads)
-    }
-
-    /// The stride-1 convolution whose output is the input gradient of a (groups = 1) convolution
-    /// with `config`: flipped, transposed weights [Cin, Cout, kh, kw] and padding (k − 1)·d − p,
-    /// applied to dY (for stride s > 1, to dY spread onto the input grid, every s-th pixel).
-    public static func inputGradientConvolution(weight: Tensor, config c: Conv2DConfig)
-        -> (weight: Tensor, config: Conv2DConfig) {
-        precondition(c.groups == 1, "input-gradient convolution needs groups = 1")
-        let (kh, kw) = (c.kernelH, c.kernelW)
-        let flipped = weight.withUnsafeBufferPointer { wb in
-            Tensor(shape: [c.inChannels, c.outChannels, kh, kw]) { f in
-                for co in 0..<c.outChannels {
-                    for ci in 0..<c.inChannels {
-                        for i in 0..<kh {
-                            for j in 0..<kw {
-                                f[((ci * c.outChannels + co) * kh + kh - 1 - i) * kw + kw - 1 - j] =
-                                    wb[((co * c.inChannels + ci) * kh + i) * kw + j]
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let t = Conv2DConfig(inChannels: c.outChannels, outChannels: c.inChannels, kernelSize: (kh, kw),
-                             padding: ((kh - 1) * c.dilationH - c.padH, (kw - 1) * c.dilationW - c.padW),
-                             dilation: (c.dilationH, c.dilationW))
-        return (flipped, t)
-    }
-
     /// Weight gradient of `conv2d`: Σ over images of dY · col(x)ᵀ. input: [N, Cin, H, W],
     /// gradOutput: [N, Cout, Ho, Wo] → [Cout, Cin/groups, kh, kw].
     /// Images are summed in a fixed number of contiguous chunks (set by N only) that threads

@@ -11,11 +11,9 @@ import Foundation
 final class TrainingUnit {
     let conv: Conv2d, bn: BatchNorm2d
     let forward: BlockedConv2D
-    let inputGradient: BlockedConv2D
+    let inputGradient: BlockedConvInputGradient
     /// Raw convolution output [N, Cout, Ho, Wo] and dL/dz (halo 1).
     let z: BlockedBuffer, dz: BlockedBuffer
-    /// Stride > 1: dz spread onto the input grid, [N, Cout, H, W] (halo 1).
-    let spread: BlockedBuffer?
     private var packedVersion: UInt64 = .max
     var mean: [Float] = [], invStd: [Float] = []
     var scale: [Float] = [], shift: [Float] = []
@@ -27,16 +25,14 @@ final class TrainingUnit {
         self.conv = conv
         self.bn = bn
         let c = conv.config
-        precondition(c.groups == 1 && c.dilationH == 1 && c.dilationW == 1 && c.padH <= 1 && c.padW <= 1,
-                     "blocked training handles dense, undilated convolutions with padding ≤ 1")
+        precondition(c.groups == 1 && c.dilationH == 1 && c.dilationW == 1 && c.padH <= 1 && c.padW <= 1
+                     && c.kernelH <= 3 && c.kernelW <= 3 && BlockedConvInputGradient.supports(c),
+                     "blocked training handles dense, undilated convolutions up to 3×3 with padding ≤ 1")
         forward = BlockedConv2D(weight: conv.weight.value, bias: nil, config: c, im2col: fromImages && c.inChannels < 8)
-        let t = Ops.inputGradientConvolution(weight: conv.weight.value, config: c)
-        inputGradient = BlockedConv2D(weight: t.weight, bias: nil, config: t.config, im2col: false)
+        inputGradient = BlockedConvInputGradient(weight: conv.weight.value, config: c)
         let out = forward.outputShape(n: input.n, h: input.h, w: input.w, halo: 1)
         z = BlockedBuffer(out)
         dz = buffers.shared(gradientRole, out)
-        spread = (c.strideH, c.strideW) == (1, 1) ? nil
-            : buffers.shared("spread", BlockedShape(n: input.n, c: c.outChannels, h: input.h, w: input.w, halo: 1))
     }
 
     var outputShape: BlockedShape { z.shape }
@@ -45,8 +41,7 @@ final class TrainingUnit {
     func pack() {
         guard conv.weight.version != packedVersion else { return }
         forward.repack(weight: conv.weight.value, bias: nil)
-        inputGradient.repack(weight: Ops.inputGradientConvolution(weight: conv.weight.value, config: conv.config).weight,
-                             bias: nil)
+        inputGradient.repack(weight: conv.weight.value)
         packedVersion = conv.weight.version
     }
 
@@ -83,12 +78,7 @@ final class TrainingUnit {
         conv.weight.accumulateGrad(BlockedConvWeightGradient.compute(input: input, gradOutput: dz, config: c,
                                                                      threads: threads))
         guard let inputGrad else { return }
-        var source = dz
-        if let spread {
-            BlockedOps.spread(dz, into: spread, strideH: c.strideH, strideW: c.strideW, threads: threads)
-            source = spread
-        }
-        inputGradient.run(source, into: inputGrad, residual: residual, threads: threads)
+        inputGradient.run(dz, into: inputGrad, residual: residual, threads: threads)
     }
 }
 
