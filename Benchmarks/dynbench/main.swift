@@ -9,7 +9,9 @@ usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batc
        dynbench compare PEER.json OURS.json
        dynbench train|eval|train-bench …   (dynbench train --help)
   models    CIFAR ResNets forward (resnet18_cifar resnet56_cifar resnet110_cifar)
-  kernels   single 3×3 convolution layers (conv3x3_c64_k64_32x32, …)
+  kernels   single convolution passes by name: conv3x3_c64_k64_32x32 (forward), dgrad… (input
+            gradient), wgrad… (weight gradient), any {pass}{k}x{k}[s{s}]_c{C}_k{K}_{H}x{W}; `catalog`
+            runs every variant the tests check
   peak      measured FP32 FMA throughput of this machine (the % of peak denominator)
   compare   side-by-side table of two result files (peer first), ratio = our img/s ÷ peer's
   (none)    short default suite (< 1 min): every conv case at batch 1 on 1 thread, then
@@ -97,7 +99,7 @@ func run(_ o: Options) throws {
         }
     }
     let isDefault = o.command == "default" && o.cases.isEmpty && o.threads.isEmpty && o.batches.isEmpty
-    let cases = try names.map { n -> BenchCase in
+    let cases = try names.flatMap { n -> [BenchCase] in
         guard let c = BenchCase.named(n) else {
             throw NSError(domain: "dynbench", code: 2, userInfo: [NSLocalizedDescriptionKey: "unknown case \(n)"])
         }
@@ -111,7 +113,8 @@ func run(_ o: Options) throws {
           " img/s  ", "GFLOP/s", " % peak")
     var rows: [ResultRow] = []
     for c in cases {
-        let isConv = c.name.hasPrefix("conv")
+        let isConv: Bool
+        if case .conv = c { isConv = true } else { isConv = false }
         for t in (isDefault && isConv ? [1] : threadList) {
             for b in (isDefault && isConv ? [1] : batchList) {
                 let (runCase, flops) = c.prepare(batch: b, threads: t)

@@ -54,6 +54,24 @@ final class BackwardKernelTests: XCTestCase {
         }
     }
 
+    /// The phase-split input gradient on blocked buffers with a residual: phases without taps
+    /// (1×1 stride 2 reaches only even pixels) must still write residual there.
+    func testBlockedInputGradientWithResidual() {
+        var rng = SeededRNG(seed: 22)
+        for (k, s, p, h) in [(1, 2, 0, 8), (3, 2, 1, 7), (3, 1, 1, 5), (3, 2, 0, 9)] {
+            let cfg = Conv2DConfig(inChannels: 12, outChannels: 20, kernelSize: k, stride: s, padding: p)
+            let (ho, wo) = cfg.outputSize(h: h, w: h)
+            let wt = Tensor.normal(cfg.weightShape, rng: &rng)
+            let dy = Tensor.normal([2, 20, ho, wo], rng: &rng), r = Tensor.normal([2, 12, h, h], rng: &rng)
+            let dx = BlockedBuffer(BlockedShape(n: 2, c: 12, h: h, w: h, halo: 1))
+            dx.load(Tensor.normal([2, 12, h, h], rng: &rng))        // stale values must all be overwritten
+            BlockedConvInputGradient(weight: wt, config: cfg).run(BlockedBuffer(dy, halo: 3), into: dx,
+                                                                  residual: BlockedBuffer(r, halo: 1))
+            let expected = Reference.conv2dBackwardInput(dy, weight: wt, config: cfg, inputHeight: h, inputWidth: h) + r
+            assertClose(dx.toTensor(), expected, tol: 5e-6, "k\(k) s\(s) p\(p) \(h)×\(h)")
+        }
+    }
+
     func testBiasGradientOfMatrix() {
         var rng = SeededRNG(seed: 2)
         for (n, m) in [(1, 1), (7, 9), (16, 23)] {

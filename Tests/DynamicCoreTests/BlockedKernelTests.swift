@@ -150,3 +150,27 @@ final class BlockedWeightGradientTests: XCTestCase {
         }
     }
 }
+
+/// Every entry of the kernel-variant table that `dynbench kernels --cases catalog` times:
+/// forward, input-gradient and weight-gradient kernels against their `Reference` twins, and the
+/// same bits for 1 and 2 threads.
+final class ConvVariantCatalogTests: XCTestCase {
+    func testEveryCatalogVariantMatchesReference() {
+        XCTAssertEqual(ConvVariant.catalog.count, 3 * 14)
+        for v in ConvVariant.catalog {
+            XCTAssertEqual(ConvVariant(name: v.name), v, "name round trip \(v)")
+            let (fast, reference) = v.check(batch: 2, threads: 1)
+            assertClose(fast, reference, tol: 2e-5, "\(v) [\(v.kernelName)]")
+            XCTAssertEqual(v.check(batch: 2, threads: 2).fast.scalars, fast.scalars, "\(v) depends on the thread count")
+        }
+    }
+
+    func testNamesParseStrictly() {
+        XCTAssertEqual(ConvVariant(name: "wgrad1x1s2_c16_k32_32x32")?.config,
+                       Conv2DConfig(inChannels: 16, outChannels: 32, kernelSize: 1, stride: 2))
+        XCTAssertEqual(ConvVariant(name: "dgrad3x3_c8_k8_4x5")?.pass, .inputGradient)
+        for bad in ["conv3x3_c0_k8_4x4", "conv3x3_c8_k8_4", "pool3x3_c8_k8_4x4", "conv3x3s0_c8_k8_4x4", "conv3x3s2_c8_k8_0x4"] {
+            XCTAssertNil(ConvVariant(name: bad), bad)
+        }
+    }
+}
