@@ -71,20 +71,28 @@ public final class BatchNorm2d: Module, Layer {
                                  variance: runningVar.value, eps: eps)
         }
         let (mean, variance) = Self.batchStatistics(x)
-        let cache = BatchNormCache(input: x, mean: mean, invStd: variance.map { 1 / ($0 + eps).squareRoot() })
+        let cache = BatchNormCache(input: x, mean: mean,
+                                   invStd: recordBatch(mean: mean, variance: variance, count: x.count / channels))
         saved = cache
-        updateRunningStatistics(mean: mean, variance: variance, count: x.count / channels)
         return cache.output(gamma: weight.value, beta: bias.value)
     }
 
-    /// PyTorch's momentum update from one batch's statistics over `count` values per channel:
-    /// running = (1 − m)·running + m·batch, with the unbiased variance.
-    func updateRunningStatistics(mean: [Float], variance: [Float], count n: Int) {
+    /// Records one training batch's statistics over `count` values per channel with PyTorch's
+    /// momentum update (running = (1 − m)·running + m·batch, unbiased variance) and returns
+    /// 1/√(σ²_biased + ε) per channel.
+    func recordBatch(mean: [Float], variance: [Float], count n: Int) -> [Float] {
         let unbiased = n > 1 ? Float(n) / Float(n - 1) : 1
         runningMean.value = Tensor(shape: [channels], scalars: zip(runningMean.value.scalars, mean).map {
             (1 - momentum) * $0 + momentum * $1 })
         runningVar.value = Tensor(shape: [channels], scalars: zip(runningVar.value.scalars, variance).map {
             (1 - momentum) * $0 + momentum * $1 * unbiased })
+        return variance.map { 1 / ($0 + eps).squareRoot() }
+    }
+
+    /// The training-mode normalisation γ·(x − μ)·invStd + β as a per-channel scale and shift.
+    static func affine(gamma: [Float], beta: [Float], mean: [Float], invStd: [Float]) -> (scale: [Float], shift: [Float]) {
+        let scale = (0..<gamma.count).map { gamma[$0] * invStd[$0] }
+        return (scale, (0..<gamma.count).map { beta[$0] - mean[$0] * scale[$0] })
     }
 
     /// Per-channel mean and biased variance over N and the spatial axes (Double accumulation).

@@ -51,13 +51,10 @@ final class TrainingUnit {
         pack()
         if let nchw { forward.run(nchw: nchw, into: z, threads: threads) } else { forward.run(input, into: z, threads: threads) }
         let s = BlockedBatchNorm.statistics(z, threads: threads)
-        let count = z.shape.n * z.shape.h * z.shape.w
-        bn.updateRunningStatistics(mean: s.mean, variance: s.variance, count: count)
         mean = s.mean
-        invStd = s.variance.map { 1 / ($0 + bn.eps).squareRoot() }
-        let (g, b) = (bn.weight.value.scalars, bn.bias.value.scalars)
-        scale = (0..<g.count).map { g[$0] * invStd[$0] }
-        shift = (0..<g.count).map { b[$0] - mean[$0] * scale[$0] }
+        invStd = bn.recordBatch(mean: s.mean, variance: s.variance, count: z.shape.n * z.shape.h * z.shape.w)
+        (scale, shift) = BatchNorm2d.affine(gamma: bn.weight.value.scalars, beta: bn.bias.value.scalars,
+                                            mean: mean, invStd: invStd)
     }
 
     /// Batch-norm backward from g = dL/d(bn output) (masked in place by `reluOutput` first):

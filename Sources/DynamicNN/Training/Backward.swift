@@ -58,10 +58,8 @@ struct BatchNormCache {
 
     /// γ·(x − μ)·invStd + β: the training-mode output, recomputable bit for bit.
     func output(gamma: Tensor, beta: Tensor) -> Tensor {
-        let g = gamma.scalars, b = beta.scalars
-        let scale = (0..<g.count).map { g[$0] * invStd[$0] }
-        let shift = (0..<g.count).map { b[$0] - mean[$0] * scale[$0] }
-        return Ops.channelAffine(input, scale: scale, shift: shift)
+        let a = BatchNorm2d.affine(gamma: gamma.scalars, beta: beta.scalars, mean: mean, invStd: invStd)
+        return Ops.channelAffine(input, scale: a.scale, shift: a.shift)
     }
 }
 
