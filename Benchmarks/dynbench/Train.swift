@@ -8,7 +8,7 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                       --out DIR [--epochs N] [--batch B] [--lr LR] [--momentum M] [--weight-decay WD]
                       [--nesterov] [--schedule cosine|multistep|constant] [--warmup-epochs K]
                       [--label-smoothing S] [--crop-pad P] [--flip|--no-flip] [--val N] [--seed S]
-                      [--threads T] [--eval-batch B] [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
+                      [--threads T] [--eval-batch B] [--test-every K] [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
        dynbench eval --checkpoint FILE --dataset cifar10|fashion-mnist --data DIR [--model NAME]
                       [--batch B] [--threads T]
        dynbench train-bench [--models resnet20_cifar resnet56_cifar] [--threads 1 2] [--batch 64 128]
@@ -18,6 +18,8 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                every epoch; --resume continues from that checkpoint (same arguments).
                Defaults: epochs 10, batch 128, lr 0.1, momentum 0.9, weight decay 5e-4, cosine, val 5000,
                seed 0; augmentation crop-pad 4 + flip for cifar10, none for fashion-mnist.
+               --val 0 trains on the whole training set (no val_acc); --test-every K scores the test
+               set every K epochs and after the last (the log leaves the other epochs empty).
                --cnn-stages: cnn-small's conv widths, stages separated by ':' (max pool between stages),
                convs within a stage by ','; default 32:64: (an empty last stage: pool, then the head).
                --cnn-head: global average pool (gap) or flatten, optionally with a hidden ReLU layer
@@ -145,8 +147,9 @@ struct EpochRecord: Codable {
     var elapsed_s: Double
     var train_loss: Double
     var train_acc: Double
-    var val_acc: Double
-    var test_acc: Double
+    /// nil without a validation split (`--val 0`) or on epochs that skip the test set (`--test-every`).
+    var val_acc: Double?
+    var test_acc: Double?
     var lr: Double
     var train_img_per_s: Double
 }
@@ -160,7 +163,7 @@ func runTrain(_ argv: [String]) throws {
     let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip"],
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
-                                 "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--cnn-stages", "--cnn-head"])
+                                 "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head"])
     let dataset = try DatasetChoice(a.required("--dataset"))
     let dataDir = URL(fileURLWithPath: try a.required("--data"))
     let outDir = URL(fileURLWithPath: try a.required("--out"))
@@ -177,6 +180,8 @@ func runTrain(_ argv: [String]) throws {
     let valCount = try a.int("--val", 5000)
     let seed = UInt64(try a.int("--seed", 0))
     let evalBatch = try a.int("--eval-batch", 500, min: 1)
+    // The test set is for reporting only; scoring it every epoch costs ~5 % of a CIFAR epoch.
+    let testEvery = try a.int("--test-every", 1, min: 1)
     let cnn = try CNNShape(stages: a.string("--cnn-stages", CNNShape.defaultStages), head: a.string("--cnn-head", CNNShape.defaultHead))
     guard ["cosine", "multistep", "constant"].contains(scheduleName) else {
         throw CLIError(description: "--schedule must be cosine, multistep or constant")
@@ -193,6 +198,7 @@ func runTrain(_ argv: [String]) throws {
     let t0 = DispatchTime.now().uptimeNanoseconds
     let full = try dataset.load(dataDir, train: true)
     let test = try dataset.load(dataDir, train: false)
+    guard valCount >= 0 else { throw CLIError(description: "--val must be ≥ 0, got \(valCount)") }
     guard valCount < full.count else { throw CLIError(description: "--val \(valCount) leaves no training images") }
     let (trainSet, valSet) = full.split(validationCount: valCount, seed: seed)
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -260,7 +266,8 @@ func runTrain(_ argv: [String]) throws {
     func writeLogs() throws {
         var csv = "epoch,elapsed_s,train_loss,train_acc,val_acc,test_acc\n"
         for r in records {
-            csv += String(format: "%d,%.1f,%.4f,%.4f,%.4f,%.4f\n", r.epoch, r.elapsed_s, r.train_loss, r.train_acc, r.val_acc, r.test_acc)
+            csv += String(format: "%d,%.1f,%.4f,%.4f,", r.epoch, r.elapsed_s, r.train_loss, r.train_acc)
+                + [r.val_acc, r.test_acc].map { $0.map { String(format: "%.4f", $0) } ?? "" }.joined(separator: ",") + "\n"
         }
         try csv.write(to: csvURL, atomically: true, encoding: .utf8)
         let enc = JSONEncoder()
@@ -302,17 +309,19 @@ func runTrain(_ argv: [String]) throws {
         let trainSeconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
         trainSecondsPerStep = trainSeconds / Double(stepsPerEpoch)
         let evalStart = DispatchTime.now().uptimeNanoseconds
-        let val = evaluate(net, valSet, normalization: dataset.normalization, batch: evalBatch)
-        let tst = evaluate(net, test, normalization: dataset.normalization, batch: evalBatch)
+        let val = valSet.count > 0 ? evaluate(net, valSet, normalization: dataset.normalization, batch: evalBatch).accuracy : nil
+        let scoresTest = (epoch + 1) % testEvery == 0 || epoch + 1 == epochs
+        let tst = scoresTest ? evaluate(net, test, normalization: dataset.normalization, batch: evalBatch).accuracy : nil
         evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - evalStart) / 1e9
         let rec = EpochRecord(epoch: epoch + 1, elapsed_s: elapsed, train_loss: lossSum / Double(seen),
-                              train_acc: Double(correct) / Double(seen), val_acc: val.accuracy, test_acc: tst.accuracy,
+                              train_acc: Double(correct) / Double(seen), val_acc: val, test_acc: tst,
                               lr: lr * schedule.factor(at: (epoch + 1) * stepsPerEpoch - 1),
                               train_img_per_s: Double(seen) / trainSeconds)
         records.append(rec)
         stderrWrite("\r" + String(repeating: " ", count: 110) + "\r")
-        print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %.4f  test %.4f  %.0f img/s (eval %.1f s)",
-                     rec.epoch, rec.elapsed_s, rec.train_loss, rec.train_acc, rec.val_acc, rec.test_acc,
+        func acc(_ a: Double?) -> String { a.map { String(format: "%.4f", $0) } ?? "  –   " }
+        print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %@  test %@  %.0f img/s (eval %.1f s)",
+                     rec.epoch, rec.elapsed_s, rec.train_loss, rec.train_acc, acc(rec.val_acc), acc(rec.test_acc),
                      rec.train_img_per_s, evalSeconds))
         fflush(nil)
         try Checkpoint.save(model: net, optimizer: opt,
@@ -321,8 +330,8 @@ func runTrain(_ argv: [String]) throws {
                             to: ckptURL)
         try writeLogs()
     }
-    if let last = records.last {
-        print(String(format: "done: test accuracy %.4f after %d epochs, %.1f s; wrote %@, %@, %@", last.test_acc, last.epoch,
+    if let last = records.last, let testAcc = last.test_acc {
+        print(String(format: "done: test accuracy %.4f after %d epochs, %.1f s; wrote %@, %@, %@", testAcc, last.epoch,
                      last.elapsed_s, csvURL.path, jsonURL.path, ckptURL.path))
     }
 }
