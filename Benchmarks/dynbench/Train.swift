@@ -7,7 +7,8 @@ let trainUsage = """
 usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifar10|fashion-mnist --data DIR
                       --out DIR [--epochs N] [--batch B] [--lr LR] [--momentum M] [--weight-decay WD]
                       [--nesterov] [--schedule cosine|multistep|constant] [--warmup-epochs K]
-                      [--label-smoothing S] [--crop-pad P] [--flip|--no-flip] [--val N] [--seed S]
+                      [--label-smoothing S] [--no-bias-decay] [--zero-init-residual]
+                      [--crop-pad P] [--flip|--no-flip] [--val N] [--seed S]
                       [--threads T] [--eval-batch B] [--test-every K] [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
        dynbench eval --checkpoint FILE --dataset cifar10|fashion-mnist --data DIR [--model NAME]
                       [--batch B] [--threads T]
@@ -20,6 +21,8 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                seed 0; augmentation crop-pad 4 + flip for cifar10, none for fashion-mnist.
                --val 0 trains on the whole training set (no val_acc); --test-every K scores the test
                set every K epochs and after the last (the log leaves the other epochs empty).
+               --no-bias-decay: no weight decay on biases and batch-norm γ/β; --zero-init-residual:
+               every residual block's last batch-norm γ starts at 0 (resnet models).
                --cnn-stages: cnn-small's conv widths, stages separated by ':' (max pool between stages),
                convs within a stage by ','; default 32:64: (an empty last stage: pool, then the head).
                --cnn-head: global average pool (gap) or flatten, optionally with a hidden ReLU layer
@@ -160,7 +163,7 @@ struct TrainLog: Codable {
 }
 
 func runTrain(_ argv: [String]) throws {
-    let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip"],
+    let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--no-bias-decay", "--zero-init-residual"],
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
                                  "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head"])
@@ -206,8 +209,19 @@ func runTrain(_ argv: [String]) throws {
                                         width: full.width, classes: full.classCount, seed: seed, cnn: cnn)
     model.setThreads(threads)
     let net = model.module
-    let opt = SGD(groups: [ParameterGroup(net.trainableParameters, learningRate: Float(lr), weightDecay: Float(wd))],
-                  momentum: Float(momentum), nesterov: nesterov)
+    let zeroInitResidual = a.has("--zero-init-residual")
+    if zeroInitResidual {
+        guard let resnet = net as? CIFARResNet else { throw CLIError(description: "--zero-init-residual needs a resnet model") }
+        resnet.zeroInitResiduals()
+    }
+    // --no-bias-decay: biases and batch-norm γ/β (the 1-D parameters) get no weight decay.
+    let noBiasDecay = a.has("--no-bias-decay")
+    let params = net.trainableParameters
+    let groups = noBiasDecay
+        ? [ParameterGroup(params.filter { $0.value.rank > 1 }, learningRate: Float(lr), weightDecay: Float(wd)),
+           ParameterGroup(params.filter { $0.value.rank <= 1 }, learningRate: Float(lr), weightDecay: 0)]
+        : [ParameterGroup(params, learningRate: Float(lr), weightDecay: Float(wd))]
+    let opt = SGD(groups: groups, momentum: Float(momentum), nesterov: nesterov)
     let batches = MiniBatches(trainSet, batchSize: batch, normalization: dataset.normalization,
                               augmentation: augmentation, shuffle: true, dropLast: true, seed: seed)
     let stepsPerEpoch = batches.batchCount
@@ -231,6 +245,7 @@ func runTrain(_ argv: [String]) throws {
         "val": String(valCount), "seed": String(seed), "crop_pad": String(augmentation.cropPadding),
         "flip": String(augmentation.horizontalFlip),
     ].merging(model.name == "cnn-small" ? ["cnn_stages": cnn.stagesText, "cnn_head": cnn.headText] : [:]) { a, _ in a }
+        .merging((noBiasDecay ? ["no_bias_decay": "true"] : [:]).merging(zeroInitResidual ? ["zero_init_residual": "true"] : [:]) { a, _ in a }) { a, _ in a }
     try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
     let ckptURL = outDir.appendingPathComponent("checkpoint.safetensors")
     let csvURL = outDir.appendingPathComponent("log.csv"), jsonURL = outDir.appendingPathComponent("log.json")
@@ -258,10 +273,11 @@ func runTrain(_ argv: [String]) throws {
     print("\(model.name) (\(net.parameterCount) parameters, \(String(format: "%.1f", Double(model.macsPerImage) / 1e6)) MMACs/image) "
           + "on \(dataset.name): \(trainSet.count) train / \(valSet.count) val / \(test.count) test images "
           + "(loaded in \(String(format: "%.1f", loadSeconds)) s)")
-    print("SGD lr \(lr) momentum \(momentum)\(nesterov ? " nesterov" : "") wd \(wd), \(scheduleName) schedule"
+    print("SGD lr \(lr) momentum \(momentum)\(nesterov ? " nesterov" : "") wd \(wd)\(noBiasDecay ? " (not on biases, BN)" : ""), \(scheduleName) schedule"
           + (warmupSteps > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), \(epochs) epochs × \(stepsPerEpoch) steps"
           + (smoothing > 0 ? ", label smoothing \(smoothing)" : "")
-          + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)")
+          + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)"
+          + (zeroInitResidual ? ", residual branches start at γ = 0" : ""))
 
     func writeLogs() throws {
         var csv = "epoch,elapsed_s,train_loss,train_acc,val_acc,test_acc\n"

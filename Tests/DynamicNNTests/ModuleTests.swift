@@ -45,6 +45,24 @@ final class ModuleTests: XCTestCase {
         XCTAssertEqual(bn.runningVar.value[0], 0.9 + 0.1 * bv[0] * 100 / 99, accuracy: 1e-5)
     }
 
+    func testZeroInitResidualsMakesEveryBlockItsShortcut() {
+        let m = CIFARResNet.depth(8, seed: 4)
+        m.zeroInitResiduals()
+        var rng = SeededRNG(seed: 5)
+        var blocks = 0
+        for stage in m.stages {
+            for case let block as BasicBlock in stage.layers {
+                blocks += 1
+                let x = Tensor.normal([2, block.conv1.config.inChannels, 8, 8], rng: &rng)
+                let shortcut = block.shortcut.isEmpty ? x : block.shortcut(x)
+                XCTAssertEqual(block(x).maxAbsDifference(Ops.relu(shortcut)), 0, "training-mode block")
+                XCTAssertEqual(block.bn1.weight.value[0], 1, "only the branch's last γ is zeroed")
+            }
+        }
+        XCTAssertEqual(blocks, 3)
+        XCTAssertEqual(m.bn1.weight.value[0], 1, "stem batch norm untouched")
+    }
+
     func testFoldedEvalForwardMatchesUnfusedAndTracksParameterChanges() {
         let m = CIFARResNet.depth(8).eval()
         var rng = SeededRNG(seed: 2)

@@ -92,6 +92,17 @@ public final class CIFARResNet: Module, Layer {
         }
     }
 
+    /// Sets the last batch-norm scale γ of every residual branch (`bn2`) to zero, so each block
+    /// starts as its shortcut (Goyal et al., "Accurate, Large Minibatch SGD", 2017, §5.1;
+    /// torchvision's `zero_init_residual`). Call before training.
+    public func zeroInitResiduals() {
+        for stage in stages {
+            for case let block as BasicBlock in stage.layers {
+                block.bn2.weight.value = Tensor(zeros: block.bn2.weight.shape)
+            }
+        }
+    }
+
     /// ResNet-(6n+2) of He et al. §4.2: widths 16/32/64, n blocks per stage (20, 56, 110, …).
     public static func depth(_ depth: Int, classes: Int = 10, seed: UInt64 = 0) -> CIFARResNet {
         precondition(depth >= 8 && (depth - 2) % 6 == 0, "CIFAR ResNet depth must be 6n+2")
