@@ -180,7 +180,7 @@ func runTrain(_ argv: [String]) throws {
     let warmupEpochs = try a.double("--warmup-epochs", 0)
     let smoothing = try a.double("--label-smoothing", 0)
     let threads = try a.int("--threads", Parallel.coreCount, min: 1)
-    let valCount = try a.int("--val", 5000)
+    let valCount = try a.int("--val", 5000, min: 0)
     let seed = UInt64(try a.int("--seed", 0))
     let evalBatch = try a.int("--eval-batch", 500, min: 1)
     // The test set is for reporting only; scoring it every epoch costs ~5 % of a CIFAR epoch.
@@ -201,7 +201,6 @@ func runTrain(_ argv: [String]) throws {
     let t0 = DispatchTime.now().uptimeNanoseconds
     let full = try dataset.load(dataDir, train: true)
     let test = try dataset.load(dataDir, train: false)
-    guard valCount >= 0 else { throw CLIError(description: "--val must be ≥ 0, got \(valCount)") }
     guard valCount < full.count else { throw CLIError(description: "--val \(valCount) leaves no training images") }
     let (trainSet, valSet) = full.split(validationCount: valCount, seed: seed)
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -238,14 +237,15 @@ func runTrain(_ argv: [String]) throws {
     let schedule = warmupSteps > 0 ? LRSchedule.warmup(steps: warmupSteps, startFactor: 0.01, then: main) : main
 
     // The arguments that decide the run; a resume must repeat them.
-    let config: [String: String] = [
+    var config: [String: String] = [
         "model": model.name, "dataset": dataset.name, "epochs": String(epochs), "batch": String(batch),
         "lr": String(lr), "momentum": String(momentum), "weight_decay": String(wd), "nesterov": String(nesterov),
         "schedule": scheduleName, "warmup_epochs": String(warmupEpochs), "label_smoothing": String(smoothing),
         "val": String(valCount), "seed": String(seed), "crop_pad": String(augmentation.cropPadding),
         "flip": String(augmentation.horizontalFlip),
     ].merging(model.name == "cnn-small" ? ["cnn_stages": cnn.stagesText, "cnn_head": cnn.headText] : [:]) { a, _ in a }
-        .merging((noBiasDecay ? ["no_bias_decay": "true"] : [:]).merging(zeroInitResidual ? ["zero_init_residual": "true"] : [:]) { a, _ in a }) { a, _ in a }
+    if noBiasDecay { config["no_bias_decay"] = "true" }
+    if zeroInitResidual { config["zero_init_residual"] = "true" }
     try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
     let ckptURL = outDir.appendingPathComponent("checkpoint.safetensors")
     let csvURL = outDir.appendingPathComponent("log.csv"), jsonURL = outDir.appendingPathComponent("log.json")
