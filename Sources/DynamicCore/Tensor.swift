@@ -166,6 +166,21 @@ public struct Tensor: Sendable {
         }
     }
 
+    /// The tensor with its last axis reversed: for NCHW images, each image mirrored left–right
+    /// (the horizontal flip of test-time augmentation). Shape unchanged, rank ≥ 1.
+    public func flippedHorizontally() -> Tensor {
+        precondition(rank >= 1)
+        let w = shape[rank - 1]
+        return withUnsafeBufferPointer { s in
+            Tensor(shape: shape) { d in
+                guard w > 0 else { return }
+                for row in stride(from: 0, to: s.count, by: w) {
+                    for x in 0..<w { d[row + x] = s[row + w - 1 - x] }
+                }
+            }
+        }
+    }
+
     // MARK: - Elementwise
 
     /// Applies `f` to every element, returning a new tensor.

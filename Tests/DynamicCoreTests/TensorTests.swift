@@ -28,6 +28,15 @@ final class TensorTests: XCTestCase {
         XCTAssertEqual(Tensor.concatBatch([a.batch(0), a.batch(3)]).scalars, [0, 1, 6, 7])
     }
 
+    func testFlippedHorizontallyMirrorsEachRowOfAView() {
+        // A batch view (non-zero offset) of a [3, 2, 2, 3] tensor: image 1's rows reversed.
+        let a = Tensor(shape: [3, 2, 2, 3], scalars: (0..<36).map(Float.init))
+        let f = a.batch(1..<2).flippedHorizontally()
+        XCTAssertEqual(f.shape, [1, 2, 2, 3])
+        XCTAssertEqual(f.scalars, [14, 13, 12, 17, 16, 15, 20, 19, 18, 23, 22, 21])
+        XCTAssertEqual(f.flippedHorizontally().scalars, a.batch(1).scalars)
+    }
+
     func testElementwiseMatchesReference() {
         var rng = SeededRNG(seed: 1)
         for n in [1, 7, 8, 9, 16, 23, 100] {
