@@ -202,6 +202,34 @@ final class DataTests: XCTestCase {
         XCTAssertTrue(seen.contains { $0.hasSuffix("true") } && seen.contains { $0.hasSuffix("false") })
     }
 
+    /// A crop smaller than the image (progressive resizing): every 5×5 output is the window at
+    /// (dy, dx) ∈ [−2, 5]² of the source padded by 2, possibly mirrored, and the offsets reach both ends.
+    func testSmallerRandomCrop() {
+        let data = makeImages(count: 60, channels: 1, size: 8)
+        let batches = MiniBatches(data, batchSize: 60, normalization: Normalization(mean: [0], std: [1]),
+                                  augmentation: Augmentation(cropPadding: 2, horizontalFlip: true, cropSize: 5), seed: 4)
+        XCTAssertEqual(batches.outputSize.height, 5)
+        let out = batches.epoch(0)[0].images
+        XCTAssertEqual(out.shape, [60, 1, 5, 5])
+        var offsets = Set<Int>()
+        for i in 0..<60 {
+            let src = Array(data.pixels[(i * 64)..<((i + 1) * 64)]).map { Float($0) / 255 }
+            let img = Array(out.scalars[(i * 25)..<((i + 1) * 25)])
+            var match: (Int, Int)?
+            for dy in -2...5 { for dx in -2...5 { for flip in [false, true] where match == nil {
+                let candidate = (0..<25).map { k -> Float in
+                    let (y, x) = (k / 5, k % 5)
+                    let sy = y + dy, sx = (flip ? 4 - x : x) + dx
+                    return sy >= 0 && sy < 8 && sx >= 0 && sx < 8 ? src[sy * 8 + sx] : 0
+                }
+                if candidate == img { match = (dy, dx) }
+            } } }
+            XCTAssertNotNil(match, "image \(i) is not a 5×5 window of its padded source")
+            if let (dy, dx) = match { offsets.insert(dy); offsets.insert(dx) }
+        }
+        XCTAssertTrue(offsets.contains(-2) && offsets.contains(5), "offsets \(offsets.sorted()) miss an end of −2…5")
+    }
+
     func testValidationSplitIsDisjointAndSeeded() {
         let data = makeImages(count: 50, channels: 1, size: 2)
         let (train, val) = data.split(validationCount: 12, seed: 9)

@@ -41,15 +41,20 @@ public struct Normalization: Sendable, Equatable {
 /// Training-time augmentation, applied to the bytes before normalization (so padding is
 /// black, as with torchvision's `RandomCrop(size, padding)` on PIL images).
 public struct Augmentation: Sendable, Equatable {
-    /// Zero-pad every side by this many pixels, then crop the original size at a random offset.
+    /// Zero-pad every side by this many pixels, then crop at a random offset.
     public var cropPadding: Int
     /// Mirror left-right with probability 1/2.
     public var horizontalFlip: Bool
+    /// Side of the square crop; nil crops the images' own H×W. A smaller crop makes smaller
+    /// batches, [B, C, cropSize, cropSize] — cheaper steps for progressive resizing (the network
+    /// must accept any input size, like the CIFAR ResNets with global average pooling).
+    public var cropSize: Int?
 
-    public init(cropPadding: Int = 0, horizontalFlip: Bool = false) {
-        precondition(cropPadding >= 0)
+    public init(cropPadding: Int = 0, horizontalFlip: Bool = false, cropSize: Int? = nil) {
+        precondition(cropPadding >= 0 && (cropSize ?? 1) > 0)
         self.cropPadding = cropPadding
         self.horizontalFlip = horizontalFlip
+        self.cropSize = cropSize
     }
 
     public static let none = Augmentation()
@@ -120,29 +125,38 @@ public struct MiniBatches: Sendable {
         }
     }
 
+    /// The crop's side lengths: `augmentation.cropSize`, or the images' own.
+    public var outputSize: (height: Int, width: Int) {
+        augmentation.cropSize.map { ($0, $0) } ?? (data.height, data.width)
+    }
+
     func assemble(_ indices: [Int], epoch: Int, batch k: Int) -> Batch {
         let (c, h, w) = (data.channels, data.height, data.width)
+        let (oh, ow) = outputSize
         let aug = augmentation
+        let p = aug.cropPadding
+        precondition(oh <= h + 2 * p && ow <= w + 2 * p, "crop \(oh)×\(ow) larger than the padded \(h)×\(w) images")
+        // Crop offsets relative to the unpadded image: −p … (size − crop + p), uniform.
+        let (ny, nx) = (h - oh + 2 * p + 1, w - ow + 2 * p + 1)
         var rng = SeededRNG(seed: Self.mix(seed, UInt64(epoch), UInt64(k) + 1))
-        let images = Tensor(shape: [indices.count, c, h, w]) { out in
+        let images = Tensor(shape: [indices.count, c, oh, ow]) { out in
             data.pixels.withUnsafeBufferPointer { px in
                 lut.withUnsafeBufferPointer { lut in
                     for (b, i) in indices.enumerated() {
-                        let p = aug.cropPadding
-                        let dy = p > 0 ? Int(rng.next() % UInt64(2 * p + 1)) - p : 0
-                        let dx = p > 0 ? Int(rng.next() % UInt64(2 * p + 1)) - p : 0
+                        let dy = ny > 1 ? Int(rng.next() % UInt64(ny)) - p : 0
+                        let dx = nx > 1 ? Int(rng.next() % UInt64(nx)) - p : 0
                         let flip = aug.horizontalFlip && rng.next() & 1 == 1
                         let src = px.baseAddress! + i * c * h * w
-                        let dst = out.baseAddress! + b * c * h * w
+                        let dst = out.baseAddress! + b * c * oh * ow
                         for ch in 0..<c {
                             let table = lut.baseAddress! + ch * 256, black = table[0]
-                            for y in 0..<h {
+                            for y in 0..<oh {
                                 let sy = y + dy
-                                let row = dst + (ch * h + y) * w
-                                guard sy >= 0 && sy < h else { row.update(repeating: black, count: w); continue }
+                                let row = dst + (ch * oh + y) * ow
+                                guard sy >= 0 && sy < h else { row.update(repeating: black, count: ow); continue }
                                 let srow = src + (ch * h + sy) * w
-                                for x in 0..<w {
-                                    let sx = (flip ? w - 1 - x : x) + dx
+                                for x in 0..<ow {
+                                    let sx = (flip ? ow - 1 - x : x) + dx
                                     row[x] = sx >= 0 && sx < w ? table[Int(srow[sx])] : black
                                 }
                             }
