@@ -111,4 +111,23 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(LRSchedule.cosine(steps: 4, minFactor: 0).factor(at: 2), 0.5, accuracy: 1e-12)
         XCTAssertEqual(LRSchedule.constant.factor(at: 1000), 1)
     }
+
+    func testTimeBudgetRunsTheScheduleOnElapsedTime() {
+        let budget = TimeBudget(seconds: 100, warmupSteps: 3)
+        let schedule = LRSchedule.warmup(steps: 3, startFactor: 0.01, then: .cosine(steps: TimeBudget.ticks, minFactor: 0))
+        // Warm-up counts steps, whatever the clock says.
+        XCTAssertEqual(budget.position(step: 1, elapsed: 50, warmupEnd: nil), 1)
+        // Warm-up ended at 20 s, 10 s kept back: the main part spans 20…90 s.
+        func factor(_ t: Double) -> Double {
+            schedule.factor(at: budget.position(step: 10, elapsed: t, warmupEnd: 20, reserve: 10))
+        }
+        XCTAssertEqual(factor(20), 1, accuracy: 1e-12)
+        XCTAssertEqual(factor(55), 0.5, accuracy: 1e-5)          // halfway through the cosine
+        XCTAssertEqual(factor(90), 0, accuracy: 1e-12)
+        XCTAssertEqual(factor(95), 0, accuracy: 1e-12, "clamped past the end, not periodic")
+        XCTAssertEqual(budget.position(step: 10, elapsed: 99, warmupEnd: 20, reserve: 10), 3 + TimeBudget.ticks)
+        XCTAssertGreaterThan(factor(40), factor(41))
+        XCTAssertFalse(budget.isSpent(elapsed: 89.9, reserve: 10))
+        XCTAssertTrue(budget.isSpent(elapsed: 90, reserve: 10))
+    }
 }

@@ -44,3 +44,32 @@ public indirect enum LRSchedule: Sendable, Equatable {
         .sequential(.linear(startFactor: startFactor, endFactor: 1, steps: steps), schedule, milestone: steps)
     }
 }
+
+/// A run bounded by wall-clock seconds instead of epochs (budgeted training): the first
+/// `warmupSteps` steps count as steps, after which the main schedule advances with the elapsed
+/// fraction of the remaining time, so that it ends — cosine at 0 — when the budget is spent.
+/// Positions index an `LRSchedule` whose main part spans `TimeBudget.ticks` steps, e.g.
+/// `.warmup(steps: warmupSteps, startFactor: 0.01, then: .cosine(steps: TimeBudget.ticks, minFactor: 0))`.
+public struct TimeBudget: Sendable, Equatable {
+    /// Resolution of the time axis: the main schedule's length in steps.
+    public static let ticks = 1_000_000
+    public var seconds: Double
+    public var warmupSteps: Int
+
+    public init(seconds: Double, warmupSteps: Int) {
+        precondition(seconds > 0 && warmupSteps >= 0)
+        (self.seconds, self.warmupSteps) = (seconds, warmupSteps)
+    }
+
+    /// The schedule position of `step` taken `elapsed` seconds into the run; `warmupEnd` is the
+    /// elapsed time when the warm-up ended (nil while it runs) and `reserve` the seconds kept
+    /// back at the end (the final evaluation). Clamped to the schedule's last tick.
+    public func position(step: Int, elapsed: Double, warmupEnd: Double?, reserve: Double = 0) -> Int {
+        guard step >= warmupSteps, let start = warmupEnd else { return Swift.min(step, warmupSteps) }
+        let q = (elapsed - start) / Swift.max(seconds - reserve - start, 1e-9)
+        return warmupSteps + Int((Swift.min(Swift.max(q, 0), 1) * Double(TimeBudget.ticks)).rounded(.down))
+    }
+
+    /// Whether the run must stop before a step starting at `elapsed` seconds.
+    public func isSpent(elapsed: Double, reserve: Double = 0) -> Bool { elapsed + reserve >= seconds }
+}
