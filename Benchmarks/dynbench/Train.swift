@@ -9,9 +9,11 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                       [--nesterov] [--schedule cosine|multistep|constant] [--warmup-epochs K]
                       [--label-smoothing S] [--no-bias-decay] [--zero-init-residual]
                       [--crop-pad P] [--flip|--no-flip] [--val N] [--seed S]
-                      [--threads T] [--eval-batch B] [--test-every K] [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
+                      [--threads T] [--eval-batch B] [--test-every K] [--time-budget SECONDS] [--tta]
+                      [--small-crop SIZE:FRACTION]
+                      [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
        dynbench eval --checkpoint FILE --dataset cifar10|fashion-mnist --data DIR [--model NAME]
-                      [--batch B] [--threads T]
+                      [--batch B] [--threads T] [--tta]
        dynbench train-bench [--models resnet20_cifar resnet56_cifar] [--threads 1 2] [--batch 64 128]
                       [--repeats R] [--warmup W] [--json FILE]
   train        SGD training with a per-epoch validation (held out of the training set) and test
@@ -21,13 +23,23 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                seed 0; augmentation crop-pad 4 + flip for cifar10, none for fashion-mnist.
                --val 0 trains on the whole training set (no val_acc); --test-every K scores the test
                set every K epochs and after the last (the log leaves the other epochs empty).
+               --time-budget S: a run of S seconds wall clock, final test scoring included: after the
+               warm-up the schedule advances with elapsed time instead of steps (cosine reaches 0 when
+               time is up) and the last epoch stops early (its log row says how many steps it ran);
+               --epochs becomes a cap (default none). Not bit-reproducible: the rate at a step depends
+               on the machine's speed. --tta: also score the test set with horizontal-flip test-time
+               augmentation (logits of image + mirror image; column test_acc_flip).
+               --small-crop SIZE:FRACTION: progressive resizing — random SIZE×SIZE crops (same padding
+               and flip) for the first FRACTION of the epochs (of the time budget with --time-budget),
+               cheaper steps; full-size crops after, and always full images for evaluation.
                --no-bias-decay: no weight decay on biases and batch-norm γ/β; --zero-init-residual:
                every residual block's last batch-norm γ starts at 0 (resnet models).
                --cnn-stages: cnn-small's conv widths, stages separated by ':' (max pool between stages),
                convs within a stage by ','; default 32:64: (an empty last stage: pool, then the head).
                --cnn-head: global average pool (gap) or flatten, optionally with a hidden ReLU layer
                of H units (default flatten:128).
-  eval         test accuracy and images/s of a checkpoint (model name from the checkpoint if omitted).
+  eval         test accuracy and images/s of a checkpoint (model name from the checkpoint if omitted);
+               --tta adds the accuracy with horizontal-flip test-time augmentation.
   train-bench  full training steps on random data (training-mode forward, cross-entropy, backward,
                Nesterov SGD momentum 0.9, weight decay 5e-4); flops_per_image = 3 × forward FLOPs
                (forward + input gradient + weight gradient; forward FLOPs = 2 × MACs).
@@ -121,19 +133,27 @@ struct DatasetChoice {
 }
 
 /// Top-1 accuracy of `model` in eval mode over `data` (unaugmented), and images per second.
+/// With `flip`, also `flipAccuracy`: the prediction from the summed logits of each image and its
+/// mirror image (horizontal-flip test-time augmentation; two forward passes per image).
 func evaluate(_ model: any Differentiable, _ data: LabeledImages, normalization: Normalization,
-              batch: Int) -> (accuracy: Double, imagesPerSecond: Double) {
-    guard data.count > 0 else { return (0, 0) }
+              batch: Int, flip: Bool = false) -> (accuracy: Double, flipAccuracy: Double?, imagesPerSecond: Double) {
+    guard data.count > 0 else { return (0, flip ? 0 : nil, 0) }
     model.eval()
     defer { model.train() }
     let batches = MiniBatches(data, batchSize: batch, normalization: normalization).epoch(0)
-    var correct = 0
+    var correct = 0, flipCorrect = 0
     let t0 = DispatchTime.now().uptimeNanoseconds
     for b in batches {
-        correct += zip(model(b.images).argmax(), b.labels).filter { $0 == $1 }.count
+        let logits = model(b.images)
+        correct += zip(logits.argmax(), b.labels).filter { $0 == $1 }.count
+        if flip {
+            let both = logits + model(b.images.flippedHorizontally())
+            flipCorrect += zip(both.argmax(), b.labels).filter { $0 == $1 }.count
+        }
     }
     let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-    return (Double(correct) / Double(data.count), Double(data.count) / s)
+    return (Double(correct) / Double(data.count), flip ? Double(flipCorrect) / Double(data.count) : nil,
+            Double(data.count) / s)
 }
 
 func stderrWrite(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
@@ -153,8 +173,12 @@ struct EpochRecord: Codable {
     /// nil without a validation split (`--val 0`) or on epochs that skip the test set (`--test-every`).
     var val_acc: Double?
     var test_acc: Double?
+    /// With `--tta`: test accuracy from the logits of each image plus its mirror image.
+    var test_acc_flip: Double?
     var lr: Double
     var train_img_per_s: Double
+    /// Steps this epoch ran when a time budget cut it short (nil for a whole epoch).
+    var steps: Int?
 }
 
 struct TrainLog: Codable {
@@ -163,14 +187,18 @@ struct TrainLog: Codable {
 }
 
 func runTrain(_ argv: [String]) throws {
-    let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--no-bias-decay", "--zero-init-residual"],
+    let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--no-bias-decay", "--zero-init-residual", "--tta"],
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
-                                 "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head"])
+                                 "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head",
+                                 "--time-budget", "--small-crop"])
     let dataset = try DatasetChoice(a.required("--dataset"))
     let dataDir = URL(fileURLWithPath: try a.required("--data"))
     let outDir = URL(fileURLWithPath: try a.required("--out"))
-    let epochs = try a.int("--epochs", 10, min: 1)
+    let budgetSeconds: Double? = a.has("--time-budget") ? try a.double("--time-budget", 0) : nil
+    guard (budgetSeconds ?? 1) > 0 else { throw CLIError(description: "--time-budget needs seconds > 0") }
+    let epochs = try a.int("--epochs", budgetSeconds == nil ? 10 : 1_000_000, min: 1)
+    let tta = a.has("--tta")
     let batch = try a.int("--batch", 128, min: 1)
     let lr = try a.double("--lr", 0.1)
     let momentum = try a.double("--momentum", 0.9)
@@ -223,10 +251,28 @@ func runTrain(_ argv: [String]) throws {
     let opt = SGD(groups: groups, momentum: Float(momentum), nesterov: nesterov)
     let batches = MiniBatches(trainSet, batchSize: batch, normalization: dataset.normalization,
                               augmentation: augmentation, shuffle: true, dropLast: true, seed: seed)
+    // --small-crop: the same batches (order, offsets' seeds) with smaller crops, for the early epochs.
+    let smallCropText = a.string("--small-crop")
+    let smallCrop: (batches: MiniBatches, fraction: Double)? = try smallCropText.map { text in
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let size = Int(parts[0]), let f = Double(parts[1]), f >= 0, f <= 1,
+              size >= 8, size <= min(full.height, full.width) + 2 * augmentation.cropPadding else {
+            throw CLIError(description: "--small-crop wants SIZE:FRACTION with 8 ≤ SIZE ≤ image size + 2 × crop padding "
+                           + "and FRACTION in [0, 1], e.g. 24:0.5; got \(text)")
+        }
+        guard model.name != "cnn-small" || cnn.headText == "gap" else {
+            throw CLIError(description: "--small-crop needs a model that takes any image size: a resnet or cnn-small with --cnn-head gap")
+        }
+        var small = augmentation
+        small.cropSize = size
+        return (MiniBatches(trainSet, batchSize: batch, normalization: dataset.normalization, augmentation: small,
+                            shuffle: true, dropLast: true, seed: seed), f)
+    }
     let stepsPerEpoch = batches.batchCount
     guard stepsPerEpoch > 0 else { throw CLIError(description: "--batch \(batch) is larger than the training set") }
-    let totalSteps = epochs * stepsPerEpoch
     let warmupSteps = Int((warmupEpochs * Double(stepsPerEpoch)).rounded())
+    let timeBudget = budgetSeconds.map { TimeBudget(seconds: $0, warmupSteps: warmupSteps) }
+    let totalSteps = timeBudget == nil ? epochs * stepsPerEpoch : warmupSteps + TimeBudget.ticks
     let main: LRSchedule
     let mainSteps = max(totalSteps - warmupSteps, 1)
     switch scheduleName {
@@ -246,10 +292,13 @@ func runTrain(_ argv: [String]) throws {
     ].merging(model.name == "cnn-small" ? ["cnn_stages": cnn.stagesText, "cnn_head": cnn.headText] : [:]) { a, _ in a }
     if noBiasDecay { config["no_bias_decay"] = "true" }
     if zeroInitResidual { config["zero_init_residual"] = "true" }
+    if let budgetSeconds { config["time_budget_s"] = String(budgetSeconds) }
+    if let smallCropText { config["small_crop"] = smallCropText }
     try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
     let ckptURL = outDir.appendingPathComponent("checkpoint.safetensors")
     let csvURL = outDir.appendingPathComponent("log.csv"), jsonURL = outDir.appendingPathComponent("log.json")
     var startEpoch = 0, elapsedBefore = 0.0
+    var warmupEnd: Double?   // elapsed seconds when the warm-up ended (time-budget runs)
     var records: [EpochRecord] = []
     if a.has("--resume") {
         let info: CheckpointInfo
@@ -257,11 +306,13 @@ func runTrain(_ argv: [String]) throws {
         for (k, v) in config where info.metadata[k] != v {
             throw CLIError(description: "--resume: \(k) is \(v) but the checkpoint's run used \(info.metadata[k] ?? "nothing")")
         }
+        if info.metadata["finished"] == "true" { stderrWrite("nothing to do: the time budget was spent\n"); return }
         guard info.step == info.epoch * stepsPerEpoch else {
             throw CLIError(description: "--resume: checkpoint step \(info.step) is not epoch \(info.epoch) × \(stepsPerEpoch) steps")
         }
         startEpoch = info.epoch
         elapsedBefore = Double(info.metadata["elapsed_s"] ?? "0") ?? 0
+        warmupEnd = info.metadata["warmup_end_s"].flatMap(Double.init)
         if let data = try? Data(contentsOf: jsonURL), let log = try? JSONDecoder().decode(TrainLog.self, from: data) {
             records = log.epochs.filter { $0.epoch <= startEpoch }
         }
@@ -274,16 +325,18 @@ func runTrain(_ argv: [String]) throws {
           + "on \(dataset.name): \(trainSet.count) train / \(valSet.count) val / \(test.count) test images "
           + "(loaded in \(String(format: "%.1f", loadSeconds)) s)")
     print("SGD lr \(lr) momentum \(momentum)\(nesterov ? " nesterov" : "") wd \(wd)\(noBiasDecay ? " (not on biases, BN)" : ""), \(scheduleName) schedule"
-          + (warmupSteps > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), \(epochs) epochs × \(stepsPerEpoch) steps"
+          + (warmupSteps > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), " + (budgetSeconds.map { "\(formatDuration($0)) time budget" } ?? "\(epochs) epochs") + " × \(stepsPerEpoch) steps"
           + (smoothing > 0 ? ", label smoothing \(smoothing)" : "")
           + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)"
-          + (zeroInitResidual ? ", residual branches start at γ = 0" : ""))
+          + (zeroInitResidual ? ", residual branches start at γ = 0" : "")
+          + (smallCropText.map { ", small crops \($0) (size:fraction)" } ?? ""))
 
     func writeLogs() throws {
-        var csv = "epoch,elapsed_s,train_loss,train_acc,val_acc,test_acc\n"
+        var csv = "epoch,elapsed_s,train_loss,train_acc,val_acc,test_acc" + (tta ? ",test_acc_flip" : "") + "\n"
         for r in records {
             csv += String(format: "%d,%.1f,%.4f,%.4f,", r.epoch, r.elapsed_s, r.train_loss, r.train_acc)
-                + [r.val_acc, r.test_acc].map { $0.map { String(format: "%.4f", $0) } ?? "" }.joined(separator: ",") + "\n"
+                + ([r.val_acc, r.test_acc] + (tta ? [r.test_acc_flip] : [])).map { $0.map { String(format: "%.4f", $0) } ?? "" }
+                    .joined(separator: ",") + "\n"
         }
         try csv.write(to: csvURL, atomically: true, encoding: .utf8)
         let enc = JSONEncoder()
@@ -296,58 +349,90 @@ func runTrain(_ argv: [String]) throws {
     var elapsed: Double { elapsedBefore + Double(DispatchTime.now().uptimeNanoseconds - runStart) / 1e9 }
     var trainSecondsPerStep: Double?   // running estimate for the ETA
     var evalSeconds = 0.0
-    for epoch in startEpoch..<epochs {
-        let epochBatches = batches.epoch(epoch)
-        var lossSum = 0.0, correct = 0, seen = 0
+    // Time-budget runs keep the last test scoring's duration in reserve so the final one fits.
+    var finalEvalReserve = 0.0, evalTimed = false
+    if warmupSteps == 0 || startEpoch * stepsPerEpoch >= warmupSteps { warmupEnd = warmupEnd ?? elapsedBefore }
+    var outOfTime = false
+    for epoch in startEpoch..<epochs where !outOfTime {
+        // Small crops while the run is within its first fraction (of the time budget, or of the epochs).
+        let small = smallCrop.map { sc in
+            timeBudget.map { elapsed < sc.fraction * $0.seconds } ?? (Double(epoch) < sc.fraction * Double(epochs))
+        } ?? false
+        let epochBatches = (small ? smallCrop!.batches : batches).epoch(epoch)
+        var lossSum = 0.0, correct = 0, seen = 0, steps = 0
         let epochStart = DispatchTime.now().uptimeNanoseconds
         var lastPrint: UInt64 = 0
         for k in 0..<stepsPerEpoch {
             let step = epoch * stepsPerEpoch + k
-            opt.learningRateScale = schedule.factor(at: step)
+            let now = elapsed
+            if timeBudget != nil, !evalTimed, seen > 0 {
+                // Until a scoring is timed: its forward passes at 2× the training rate (a step is ~3 forwards; eval batches run slower).
+                let rate = Double(seen) / (Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9)
+                finalEvalReserve = Double(valSet.count + test.count * (tta ? 2 : 1)) / (2 * rate)
+            }
+            if let timeBudget, timeBudget.isSpent(elapsed: now, reserve: finalEvalReserve), steps > 0 { outOfTime = true; break }
+            if step == warmupSteps, warmupEnd == nil { warmupEnd = now }
+            opt.learningRateScale = schedule.factor(
+                at: timeBudget?.position(step: step, elapsed: now, warmupEnd: warmupEnd, reserve: finalEvalReserve) ?? step)
             let b = epochBatches[k]
             let r = opt.trainStep(net, images: b.images, labels: b.labels, labelSmoothing: Float(smoothing))
             lossSum += Double(r.loss) * Double(r.count)
             correct += r.correct
             seen += r.count
-            let now = DispatchTime.now().uptimeNanoseconds
-            if now - lastPrint > 250_000_000 || k == stepsPerEpoch - 1 {
-                lastPrint = now
-                let s = Double(now - epochStart) / 1e9
+            steps += 1
+            let t = DispatchTime.now().uptimeNanoseconds
+            if t - lastPrint > 250_000_000 || k == stepsPerEpoch - 1 {
+                lastPrint = t
+                let s = Double(t - epochStart) / 1e9
                 let perStep = s / Double(k + 1)
-                let remainingSteps = Double((epochs - epoch) * stepsPerEpoch - k - 1)
-                let remainingEvals = Double(epochs - epoch) * (evalSeconds > 0 ? evalSeconds : 0)
-                let eta = remainingSteps * (trainSecondsPerStep.map { ($0 + perStep) / 2 } ?? perStep) + remainingEvals
-                stderrWrite(String(format: "\repoch %d/%d  step %d/%d  loss %.4f  acc %.4f  %.0f img/s  lr %.4g  ETA %@   ",
-                                   epoch + 1, epochs, k + 1, stepsPerEpoch, lossSum / Double(seen), Double(correct) / Double(seen),
-                                   Double(seen) / s, lr * opt.learningRateScale, formatDuration(eta)))
+                let eta: Double
+                if let timeBudget {
+                    eta = max(timeBudget.seconds - elapsed, 0)
+                } else {
+                    let remainingSteps = Double((epochs - epoch) * stepsPerEpoch - k - 1)
+                    let remainingEvals = Double(epochs - epoch) * (evalSeconds > 0 ? evalSeconds : 0)
+                    eta = remainingSteps * (trainSecondsPerStep.map { ($0 + perStep) / 2 } ?? perStep) + remainingEvals
+                }
+                stderrWrite(String(format: "\repoch %d%@  step %d/%d  loss %.4f  acc %.4f  %.0f img/s  lr %.4g  ETA %@   ",
+                                   epoch + 1, timeBudget == nil ? "/\(epochs)" : "", k + 1, stepsPerEpoch, lossSum / Double(seen),
+                                   Double(correct) / Double(seen), Double(seen) / s, lr * opt.learningRateScale, formatDuration(eta)))
             }
         }
         let trainSeconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
-        trainSecondsPerStep = trainSeconds / Double(stepsPerEpoch)
+        trainSecondsPerStep = trainSeconds / Double(steps)
+        if let timeBudget, !outOfTime, timeBudget.isSpent(elapsed: elapsed + trainSeconds / Double(steps), reserve: finalEvalReserve) {
+            outOfTime = true   // no room for another step
+        }
         let evalStart = DispatchTime.now().uptimeNanoseconds
         let val = valSet.count > 0 ? evaluate(net, valSet, normalization: dataset.normalization, batch: evalBatch).accuracy : nil
-        let scoresTest = (epoch + 1) % testEvery == 0 || epoch + 1 == epochs
-        let tst = scoresTest ? evaluate(net, test, normalization: dataset.normalization, batch: evalBatch).accuracy : nil
+        let scoresTest = (epoch + 1) % testEvery == 0 || epoch + 1 == epochs || outOfTime
+        let tst = scoresTest ? evaluate(net, test, normalization: dataset.normalization, batch: evalBatch, flip: tta) : nil
         evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - evalStart) / 1e9
+        if scoresTest { finalEvalReserve = evalSeconds; evalTimed = true }
         let rec = EpochRecord(epoch: epoch + 1, elapsed_s: elapsed, train_loss: lossSum / Double(seen),
-                              train_acc: Double(correct) / Double(seen), val_acc: val, test_acc: tst,
-                              lr: lr * schedule.factor(at: (epoch + 1) * stepsPerEpoch - 1),
-                              train_img_per_s: Double(seen) / trainSeconds)
+                              train_acc: Double(correct) / Double(seen), val_acc: val, test_acc: tst?.accuracy,
+                              test_acc_flip: tst?.flipAccuracy, lr: lr * opt.learningRateScale,
+                              train_img_per_s: Double(seen) / trainSeconds, steps: steps < stepsPerEpoch ? steps : nil)
         records.append(rec)
         stderrWrite("\r" + String(repeating: " ", count: 110) + "\r")
         func acc(_ a: Double?) -> String { a.map { String(format: "%.4f", $0) } ?? "  –   " }
-        print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %@  test %@  %.0f img/s (eval %.1f s)",
+        print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %@  test %@%@  %.0f img/s%@ (eval %.1f s)%@",
                      rec.epoch, rec.elapsed_s, rec.train_loss, rec.train_acc, acc(rec.val_acc), acc(rec.test_acc),
-                     rec.train_img_per_s, evalSeconds))
+                     tta ? " (flip \(acc(rec.test_acc_flip)))" : "", rec.train_img_per_s,
+                     small ? " at \(smallCrop!.batches.outputSize.height) px" : "", evalSeconds,
+                     steps < stepsPerEpoch ? ", \(steps) of \(stepsPerEpoch) steps: time is up" : ""))
         fflush(nil)
+        var meta = config.merging(["elapsed_s": String(rec.elapsed_s)]) { a, _ in a }
+        if let warmupEnd { meta["warmup_end_s"] = String(warmupEnd) }
+        if outOfTime { meta["finished"] = "true" }
         try Checkpoint.save(model: net, optimizer: opt,
-                            info: CheckpointInfo(epoch: epoch + 1, step: (epoch + 1) * stepsPerEpoch,
-                                                 metadata: config.merging(["elapsed_s": String(rec.elapsed_s)]) { a, _ in a }),
+                            info: CheckpointInfo(epoch: epoch + 1, step: epoch * stepsPerEpoch + steps, metadata: meta),
                             to: ckptURL)
         try writeLogs()
     }
     if let last = records.last, let testAcc = last.test_acc {
-        print(String(format: "done: test accuracy %.4f after %d epochs, %.1f s; wrote %@, %@, %@", testAcc, last.epoch,
+        print(String(format: "done: test accuracy %.4f%@ after %d epochs, %.1f s; wrote %@, %@, %@", testAcc,
+                     last.test_acc_flip.map { String(format: " (%.4f with flip TTA)", $0) } ?? "", last.epoch,
                      last.elapsed_s, csvURL.path, jsonURL.path, ckptURL.path))
     }
 }
@@ -355,7 +440,7 @@ func runTrain(_ argv: [String]) throws {
 // MARK: - eval
 
 func runEval(_ argv: [String]) throws {
-    let a = try FlagArgs(argv, switches: [], known: ["--checkpoint", "--model", "--dataset", "--data", "--batch", "--threads",
+    let a = try FlagArgs(argv, switches: ["--tta"], known: ["--checkpoint", "--model", "--dataset", "--data", "--batch", "--threads",
                                                      "--cnn-stages", "--cnn-head"])
     let ckpt = URL(fileURLWithPath: try a.required("--checkpoint"))
     let dataset = try DatasetChoice(a.required("--dataset"))
@@ -381,9 +466,10 @@ func runEval(_ argv: [String]) throws {
     let info = try Checkpoint.load(from: ckpt, model: model.module, optimizer: nil)
     _ = evaluate(model.module, test.subset(Array(0..<min(batch, test.count))), normalization: dataset.normalization,
                  batch: batch)   // warm-up (packs weights, builds the inference plan)
-    let r = evaluate(model.module, test, normalization: dataset.normalization, batch: batch)
-    print(String(format: "%@ on %@ test (%d images), checkpoint epoch %d: accuracy %.4f, %.0f img/s (%d thread(s), batch %d)",
-                 model.name, dataset.name, test.count, info.epoch, r.accuracy, r.imagesPerSecond, threads, batch))
+    let r = evaluate(model.module, test, normalization: dataset.normalization, batch: batch, flip: a.has("--tta"))
+    print(String(format: "%@ on %@ test (%d images), checkpoint epoch %d: accuracy %.4f%@, %.0f img/s (%d thread(s), batch %d)",
+                 model.name, dataset.name, test.count, info.epoch, r.accuracy,
+                 r.flipAccuracy.map { String(format: ", %.4f with flip TTA", $0) } ?? "", r.imagesPerSecond, threads, batch))
 }
 
 // MARK: - train-bench
