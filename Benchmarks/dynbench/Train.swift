@@ -142,14 +142,12 @@ func evaluate(_ model: any Differentiable, _ data: LabeledImages, normalization:
     defer { model.train() }
     let batches = MiniBatches(data, batchSize: batch, normalization: normalization).epoch(0)
     var correct = 0, flipCorrect = 0
+    func hits(_ logits: Tensor, _ labels: [Int]) -> Int { zip(logits.argmax(), labels).filter { $0 == $1 }.count }
     let t0 = DispatchTime.now().uptimeNanoseconds
     for b in batches {
         let logits = model(b.images)
-        correct += zip(logits.argmax(), b.labels).filter { $0 == $1 }.count
-        if flip {
-            let both = logits + model(b.images.flippedHorizontally())
-            flipCorrect += zip(both.argmax(), b.labels).filter { $0 == $1 }.count
-        }
+        correct += hits(logits, b.labels)
+        if flip { flipCorrect += hits(logits + model(b.images.flippedHorizontally()), b.labels) }
     }
     let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     return (Double(correct) / Double(data.count), flip ? Double(flipCorrect) / Double(data.count) : nil,
@@ -349,26 +347,27 @@ func runTrain(_ argv: [String]) throws {
     var elapsed: Double { elapsedBefore + Double(DispatchTime.now().uptimeNanoseconds - runStart) / 1e9 }
     var trainSecondsPerStep: Double?   // running estimate for the ETA
     var evalSeconds = 0.0
-    // Time-budget runs keep the last test scoring's duration in reserve so the final one fits.
-    var finalEvalReserve = 0.0, evalTimed = false
+    // Time-budget runs keep the final scoring's duration in reserve: the last one timed, or an estimate.
+    var timedEval: Double?
+    var finalEvalReserve = 0.0
     if warmupSteps == 0 || startEpoch * stepsPerEpoch >= warmupSteps { warmupEnd = warmupEnd ?? elapsedBefore }
     var outOfTime = false
     for epoch in startEpoch..<epochs where !outOfTime {
         // Small crops while the run is within its first fraction (of the time budget, or of the epochs).
-        let small = smallCrop.map { sc in
-            timeBudget.map { elapsed < sc.fraction * $0.seconds } ?? (Double(epoch) < sc.fraction * Double(epochs))
-        } ?? false
-        let epochBatches = (small ? smallCrop!.batches : batches).epoch(epoch)
+        let source = smallCrop.flatMap { sc in
+            timeBudget.map { elapsed < sc.fraction * $0.seconds } ?? (Double(epoch) < sc.fraction * Double(epochs)) ? sc.batches : nil
+        } ?? batches
+        let epochBatches = source.epoch(epoch)
         var lossSum = 0.0, correct = 0, seen = 0, steps = 0
         let epochStart = DispatchTime.now().uptimeNanoseconds
         var lastPrint: UInt64 = 0
         for k in 0..<stepsPerEpoch {
             let step = epoch * stepsPerEpoch + k
             let now = elapsed
-            if timeBudget != nil, !evalTimed, seen > 0 {
+            if timeBudget != nil, seen > 0 {
                 // Until a scoring is timed: its forward passes at 2× the training rate (a step is ~3 forwards; eval batches run slower).
                 let rate = Double(seen) / (Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9)
-                finalEvalReserve = Double(valSet.count + test.count * (tta ? 2 : 1)) / (2 * rate)
+                finalEvalReserve = timedEval ?? Double(valSet.count + test.count * (tta ? 2 : 1)) / (2 * rate)
             }
             if let timeBudget, timeBudget.isSpent(elapsed: now, reserve: finalEvalReserve), steps > 0 { outOfTime = true; break }
             if step == warmupSteps, warmupEnd == nil { warmupEnd = now }
@@ -399,8 +398,9 @@ func runTrain(_ argv: [String]) throws {
             }
         }
         let trainSeconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
-        trainSecondsPerStep = trainSeconds / Double(steps)
-        if let timeBudget, !outOfTime, timeBudget.isSpent(elapsed: elapsed + trainSeconds / Double(steps), reserve: finalEvalReserve) {
+        let secondsPerStep = trainSeconds / Double(steps)
+        trainSecondsPerStep = secondsPerStep
+        if let timeBudget, !outOfTime, timeBudget.isSpent(elapsed: elapsed + secondsPerStep, reserve: finalEvalReserve) {
             outOfTime = true   // no room for another step
         }
         let evalStart = DispatchTime.now().uptimeNanoseconds
@@ -408,7 +408,7 @@ func runTrain(_ argv: [String]) throws {
         let scoresTest = (epoch + 1) % testEvery == 0 || epoch + 1 == epochs || outOfTime
         let tst = scoresTest ? evaluate(net, test, normalization: dataset.normalization, batch: evalBatch, flip: tta) : nil
         evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - evalStart) / 1e9
-        if scoresTest { finalEvalReserve = evalSeconds; evalTimed = true }
+        if scoresTest { timedEval = evalSeconds; finalEvalReserve = evalSeconds }
         let rec = EpochRecord(epoch: epoch + 1, elapsed_s: elapsed, train_loss: lossSum / Double(seen),
                               train_acc: Double(correct) / Double(seen), val_acc: val, test_acc: tst?.accuracy,
                               test_acc_flip: tst?.flipAccuracy, lr: lr * opt.learningRateScale,
@@ -419,7 +419,7 @@ func runTrain(_ argv: [String]) throws {
         print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %@  test %@%@  %.0f img/s%@ (eval %.1f s)%@",
                      rec.epoch, rec.elapsed_s, rec.train_loss, rec.train_acc, acc(rec.val_acc), acc(rec.test_acc),
                      tta ? " (flip \(acc(rec.test_acc_flip)))" : "", rec.train_img_per_s,
-                     small ? " at \(smallCrop!.batches.outputSize.height) px" : "", evalSeconds,
+                     source.augmentation.cropSize.map { " at \($0) px" } ?? "", evalSeconds,
                      steps < stepsPerEpoch ? ", \(steps) of \(stepsPerEpoch) steps: time is up" : ""))
         fflush(nil)
         var meta = config.merging(["elapsed_s": String(rec.elapsed_s)]) { a, _ in a }
