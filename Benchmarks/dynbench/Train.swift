@@ -8,9 +8,9 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                       --out DIR [--epochs N] [--batch B] [--lr LR] [--momentum M] [--weight-decay WD]
                       [--nesterov] [--schedule cosine|multistep|constant] [--warmup-epochs K]
                       [--label-smoothing S] [--no-bias-decay] [--zero-init-residual]
-                      [--crop-pad P] [--flip|--no-flip] [--val N] [--seed S]
+                      [--crop-pad P] [--flip|--no-flip] [--alternating-flip] [--val N] [--seed S]
                       [--threads T] [--eval-batch B] [--test-every K] [--time-budget SECONDS] [--tta]
-                      [--small-crop SIZE:FRACTION]
+                      [--small-crop SIZE:FRACTION[,SIZE:FRACTION…]]
                       [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
        dynbench eval --checkpoint FILE --dataset cifar10|fashion-mnist --data DIR [--model NAME]
                       [--batch B] [--threads T] [--tta]
@@ -31,7 +31,10 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                augmentation (logits of image + mirror image; column test_acc_flip).
                --small-crop SIZE:FRACTION: progressive resizing — random SIZE×SIZE crops (same padding
                and flip) for the first FRACTION of the epochs (of the time budget with --time-budget),
-               cheaper steps; full-size crops after, and always full images for evaluation.
+               cheaper steps; full-size crops after, and always full images for evaluation. Several
+               stages ramp up: 20:0.3,24:0.6 is 20 px until 30 %, 24 px until 60 %, then full size.
+               --alternating-flip: each image's flip is random in the first epoch and inverted every
+               other epoch after (derandomized flipping: both views in every pair of epochs).
                --no-bias-decay: no weight decay on biases and batch-norm γ/β; --zero-init-residual:
                every residual block's last batch-norm γ starts at 0 (resnet models).
                --cnn-stages: cnn-small's conv widths, stages separated by ':' (max pool between stages),
@@ -185,7 +188,7 @@ struct TrainLog: Codable {
 }
 
 func runTrain(_ argv: [String]) throws {
-    let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--no-bias-decay", "--zero-init-residual", "--tta"],
+    let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--alternating-flip", "--no-bias-decay", "--zero-init-residual", "--tta"],
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
                                  "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head",
@@ -221,6 +224,10 @@ func runTrain(_ argv: [String]) throws {
     augmentation.cropPadding = try a.int("--crop-pad", augmentation.cropPadding)
     if a.has("--flip") { augmentation.horizontalFlip = true }
     if a.has("--no-flip") { augmentation.horizontalFlip = false }
+    if a.has("--alternating-flip") {
+        guard augmentation.horizontalFlip else { throw CLIError(description: "--alternating-flip needs flips (--flip)") }
+        augmentation.alternatingFlip = true
+    }
 
     warnIfNoFMA()
     Parallel.defaultThreads = threads
@@ -249,23 +256,30 @@ func runTrain(_ argv: [String]) throws {
     let opt = SGD(groups: groups, momentum: Float(momentum), nesterov: nesterov)
     let batches = MiniBatches(trainSet, batchSize: batch, normalization: dataset.normalization,
                               augmentation: augmentation, shuffle: true, dropLast: true, seed: seed)
-    // --small-crop: the same batches (order, offsets' seeds) with smaller crops, for the early epochs.
+    // --small-crop: the same batches (order, offsets' seeds) with smaller crops, for the early epochs;
+    // stages in the order given, each until its fraction of the run.
     let smallCropText = a.string("--small-crop")
-    let smallCrop: (batches: MiniBatches, fraction: Double)? = try smallCropText.map { text in
-        let parts = text.split(separator: ":")
-        guard parts.count == 2, let size = Int(parts[0]), let f = Double(parts[1]), f >= 0, f <= 1,
-              size >= 8, size <= min(full.height, full.width) + 2 * augmentation.cropPadding else {
-            throw CLIError(description: "--small-crop wants SIZE:FRACTION with 8 ≤ SIZE ≤ image size + 2 × crop padding "
-                           + "and FRACTION in [0, 1], e.g. 24:0.5; got \(text)")
-        }
+    let smallCrops: [(batches: MiniBatches, until: Double)] = try smallCropText.map { text in
+        let usage = "--small-crop wants SIZE:FRACTION[,SIZE:FRACTION…] with 8 ≤ SIZE ≤ image size + 2 × crop padding "
+            + "and increasing FRACTIONs in [0, 1], e.g. 24:0.5 or 20:0.3,24:0.6; got \(text)"
         guard model.name != "cnn-small" || cnn.headText == "gap" else {
             throw CLIError(description: "--small-crop needs a model that takes any image size: a resnet or cnn-small with --cnn-head gap")
         }
-        var small = augmentation
-        small.cropSize = size
-        return (MiniBatches(trainSet, batchSize: batch, normalization: dataset.normalization, augmentation: small,
-                            shuffle: true, dropLast: true, seed: seed), f)
-    }
+        var stages: [(batches: MiniBatches, until: Double)] = []
+        for stage in text.split(separator: ",") {
+            let parts = stage.split(separator: ":")
+            guard parts.count == 2, let size = Int(parts[0]), let f = Double(parts[1]), f >= (stages.last?.until ?? 0), f <= 1,
+                  size >= 8, size <= min(full.height, full.width) + 2 * augmentation.cropPadding else {
+                throw CLIError(description: usage)
+            }
+            var small = augmentation
+            small.cropSize = size
+            stages.append((MiniBatches(trainSet, batchSize: batch, normalization: dataset.normalization, augmentation: small,
+                                       shuffle: true, dropLast: true, seed: seed), f))
+        }
+        guard !stages.isEmpty else { throw CLIError(description: usage) }
+        return stages
+    } ?? []
     let stepsPerEpoch = batches.batchCount
     guard stepsPerEpoch > 0 else { throw CLIError(description: "--batch \(batch) is larger than the training set") }
     let warmupSteps = Int((warmupEpochs * Double(stepsPerEpoch)).rounded())
@@ -289,6 +303,7 @@ func runTrain(_ argv: [String]) throws {
         "flip": String(augmentation.horizontalFlip),
     ].merging(model.name == "cnn-small" ? ["cnn_stages": cnn.stagesText, "cnn_head": cnn.headText] : [:]) { a, _ in a }
     if noBiasDecay { config["no_bias_decay"] = "true" }
+    if augmentation.alternatingFlip { config["alternating_flip"] = "true" }
     if zeroInitResidual { config["zero_init_residual"] = "true" }
     if let budgetSeconds { config["time_budget_s"] = String(budgetSeconds) }
     if let smallCropText { config["small_crop"] = smallCropText }
@@ -326,6 +341,7 @@ func runTrain(_ argv: [String]) throws {
           + (warmupSteps > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), " + (budgetSeconds.map { "\(formatDuration($0)) time budget" } ?? "\(epochs) epochs") + " × \(stepsPerEpoch) steps"
           + (smoothing > 0 ? ", label smoothing \(smoothing)" : "")
           + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)"
+          + (augmentation.alternatingFlip ? " (alternating)" : "")
           + (zeroInitResidual ? ", residual branches start at γ = 0" : "")
           + (smallCropText.map { ", small crops \($0) (size:fraction)" } ?? ""))
 
@@ -354,9 +370,8 @@ func runTrain(_ argv: [String]) throws {
     var outOfTime = false
     for epoch in startEpoch..<epochs where !outOfTime {
         // Small crops while the run is within its first fraction (of the time budget, or of the epochs).
-        let source = smallCrop.flatMap { sc in
-            timeBudget.map { elapsed < sc.fraction * $0.seconds } ?? (Double(epoch) < sc.fraction * Double(epochs)) ? sc.batches : nil
-        } ?? batches
+        let progress = timeBudget.map { elapsed / $0.seconds } ?? Double(epoch) / Double(epochs)
+        let source = smallCrops.first { progress < $0.until }?.batches ?? batches
         let epochBatches = source.epoch(epoch)
         var lossSum = 0.0, correct = 0, seen = 0, steps = 0
         let epochStart = DispatchTime.now().uptimeNanoseconds

@@ -230,6 +230,36 @@ final class DataTests: XCTestCase {
         XCTAssertTrue(offsets.contains(-2) && offsets.contains(5), "offsets \(offsets.sorted()) miss an end of −2…5")
     }
 
+    /// Alternating flips: epoch 1 mirrors exactly the images epoch 0 did not, epoch 2 repeats
+    /// epoch 0, both ways occur, and the crops are the random-flip mode's (only flips differ).
+    func testAlternatingFlip() {
+        let data = makeImages(count: 40, channels: 1, size: 8)
+        let norm = Normalization(mean: [0], std: [1])
+        func images(_ aug: Augmentation, epoch: Int) -> [[Float]] {
+            let out = MiniBatches(data, batchSize: 40, normalization: norm, augmentation: aug, seed: 7).epoch(epoch)[0].images
+            return (0..<40).map { Array(out.scalars[($0 * 64)..<(($0 + 1) * 64)]) }
+        }
+        func mirrored(_ img: [Float]) -> [Float] { (0..<64).map { img[($0 / 8) * 8 + 7 - $0 % 8] } }
+        let source = images(.none, epoch: 0)
+        let plain = Augmentation(horizontalFlip: true, alternatingFlip: true)
+        let (e0, e1, e2) = (images(plain, epoch: 0), images(plain, epoch: 1), images(plain, epoch: 2))
+        var flippedFirst = 0
+        for i in 0..<40 {
+            let first = e0[i] == mirrored(source[i])
+            XCTAssertTrue(first || e0[i] == source[i], "image \(i) is neither its source nor its mirror")
+            XCTAssertEqual(e1[i], first ? source[i] : mirrored(source[i]), "image \(i) must flip the other way in epoch 1")
+            XCTAssertEqual(e2[i], e0[i], "image \(i) must repeat epoch 0's flip in epoch 2")
+            if first { flippedFirst += 1 }
+        }
+        XCTAssertTrue((8...32).contains(flippedFirst), "\(flippedFirst) of 40 images flipped in epoch 0")
+        var padded = Augmentation.cifar
+        let random = images(padded, epoch: 3)
+        padded.alternatingFlip = true
+        for (i, img) in images(padded, epoch: 3).enumerated() {
+            XCTAssertTrue(img == random[i] || img == mirrored(random[i]), "image \(i): alternating flips changed the crop")
+        }
+    }
+
     func testValidationSplitIsDisjointAndSeeded() {
         let data = makeImages(count: 50, channels: 1, size: 2)
         let (train, val) = data.split(validationCount: 12, seed: 9)

@@ -49,12 +49,17 @@ public struct Augmentation: Sendable, Equatable {
     /// batches, [B, C, cropSize, cropSize] — cheaper steps for progressive resizing (the network
     /// must accept any input size, like the CIFAR ResNets with global average pooling).
     public var cropSize: Int?
+    /// With `horizontalFlip`: flips alternate instead of being drawn every epoch — each image's
+    /// flip is random in epoch 0 and inverted in every odd epoch, so every pair of epochs shows
+    /// each image both ways (derandomized flipping, Jordan 2024, "94 % on CIFAR-10 in 3.29 s").
+    public var alternatingFlip: Bool
 
-    public init(cropPadding: Int = 0, horizontalFlip: Bool = false, cropSize: Int? = nil) {
+    public init(cropPadding: Int = 0, horizontalFlip: Bool = false, cropSize: Int? = nil, alternatingFlip: Bool = false) {
         precondition(cropPadding >= 0 && (cropSize ?? 1) > 0)
         self.cropPadding = cropPadding
         self.horizontalFlip = horizontalFlip
         self.cropSize = cropSize
+        self.alternatingFlip = alternatingFlip
     }
 
     public static let none = Augmentation()
@@ -145,7 +150,9 @@ public struct MiniBatches: Sendable {
                     for (b, i) in indices.enumerated() {
                         let dy = ny > 1 ? Int(rng.next() % UInt64(ny)) - p : 0
                         let dx = nx > 1 ? Int(rng.next() % UInt64(nx)) - p : 0
-                        let flip = aug.horizontalFlip && rng.next() & 1 == 1
+                        // Both flip modes make the draw, so the crops do not depend on the mode.
+                        let drawn = aug.horizontalFlip && rng.next() & 1 == 1
+                        let flip = aug.alternatingFlip ? aug.horizontalFlip && firstFlip(i) != (epoch % 2 == 1) : drawn
                         let src = px.baseAddress! + i * c * h * w
                         let dst = out.baseAddress! + b * c * oh * ow
                         for ch in 0..<c {
@@ -166,6 +173,12 @@ public struct MiniBatches: Sendable {
             }
         }
         return Batch(images: images, labels: indices.map { data.labels[$0] })
+    }
+
+    /// Image i's flip in epoch 0 under `alternatingFlip`: a fixed coin per (seed, image).
+    func firstFlip(_ i: Int) -> Bool {
+        var rng = SeededRNG(seed: Self.mix(seed, UInt64(i), .max))
+        return rng.next() & 1 == 1
     }
 
     /// A uniformly random permutation of 0..<n (Fisher–Yates).
