@@ -369,7 +369,7 @@ func runTrain(_ argv: [String]) throws {
     if warmupSteps == 0 || startEpoch * stepsPerEpoch >= warmupSteps { warmupEnd = warmupEnd ?? elapsedBefore }
     var outOfTime = false
     for epoch in startEpoch..<epochs where !outOfTime {
-        // Small crops while the run is within its first fraction (of the time budget, or of the epochs).
+        // The first small-crop stage whose fraction (of the time budget, or of the epochs) is not reached yet.
         let progress = timeBudget.map { elapsed / $0.seconds } ?? Double(epoch) / Double(epochs)
         let source = smallCrops.first { progress < $0.until }?.batches ?? batches
         let epochBatches = source.epoch(epoch)

@@ -152,7 +152,7 @@ public struct MiniBatches: Sendable {
                         let dx = nx > 1 ? Int(rng.next() % UInt64(nx)) - p : 0
                         // Both flip modes make the draw, so the crops do not depend on the mode.
                         let drawn = aug.horizontalFlip && rng.next() & 1 == 1
-                        let flip = aug.alternatingFlip ? aug.horizontalFlip && firstFlip(i) != (epoch % 2 == 1) : drawn
+                        let flip = aug.horizontalFlip && aug.alternatingFlip ? firstFlip(i) != (epoch % 2 == 1) : drawn
                         let src = px.baseAddress! + i * c * h * w
                         let dst = out.baseAddress! + b * c * oh * ow
                         for ch in 0..<c {
