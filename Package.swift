@@ -2,9 +2,9 @@
 import PackageDescription
 
 // No package dependencies, by design: Foundation, Dispatch and XCTest only.
-// Fast builds on x86-64 add `-Xswiftc -target-cpu -Xswiftc haswell` (AVX2 + FMA) on the
-// command line; it is not set here because `unsafeFlags` would make the package unusable
-// as a versioned dependency.
+// Fast builds add `-Xswiftc -target-cpu -Xswiftc native` (x86-64: AVX2 + FMA, and AVX-512
+// where the CPU has it; `haswell` for a portable AVX2 binary) on the command line; it is not
+// set here because `unsafeFlags` would make the package unusable as a versioned dependency.
 let package = Package(
     name: "DynamicInference",
     products: [

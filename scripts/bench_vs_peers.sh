@@ -9,7 +9,7 @@ py=.venv-peers/bin/python
 peers=../shared/peers
 convs="conv3x3_c3_k64_32x32 conv3x3_c64_k64_32x32 conv3x3_c128_k128_16x16 conv3x3_c256_k256_8x8 conv3x3_c512_k512_4x4"
 models="resnet18_cifar resnet56_cifar"
-swift build -c release -Xswiftc -target-cpu -Xswiftc haswell
+swift build -c release -Xswiftc -target-cpu -Xswiftc native
 bin=.build/release/dynbench
 "$py" "$peers/ort_bench.py" --threads 1 --batch 1 64 --models $convs --json "$out/ort-kernels.json"
 "$bin" kernels --cases $convs --threads 1 --batch 1 64 --json "$out/ours-kernels.json"

@@ -12,7 +12,7 @@ py=.venv-peers/bin/python
 peers=../shared/peers
 models="resnet20_cifar resnet56_cifar"
 args="--threads 2 --batch 128"
-swift build -c release -Xswiftc -target-cpu -Xswiftc haswell
+swift build -c release -Xswiftc -target-cpu -Xswiftc native
 bin=.build/release/dynbench
 for r in $(seq 1 "$rounds"); do
     "$py" "$peers/torch_train_bench.py" --models $models $args --json "$out/torch-train-$r.json"

@@ -229,7 +229,7 @@ func runTrain(_ argv: [String]) throws {
         augmentation.alternatingFlip = true
     }
 
-    warnIfNoFMA()
+    warnAboutBuild()
     Parallel.defaultThreads = threads
     let t0 = DispatchTime.now().uptimeNanoseconds
     let full = try dataset.load(dataDir, train: true)
@@ -461,7 +461,7 @@ func runEval(_ argv: [String]) throws {
     let dataset = try DatasetChoice(a.required("--dataset"))
     let threads = try a.int("--threads", Parallel.coreCount, min: 1)
     let batch = try a.int("--batch", 500, min: 1)
-    warnIfNoFMA()
+    warnAboutBuild()
     Parallel.defaultThreads = threads
     let test = try dataset.load(URL(fileURLWithPath: try a.required("--data")), train: false)
     var name = a.string("--model")
@@ -496,7 +496,7 @@ func runTrainBench(_ argv: [String]) throws {
     let batchList = try a.ints("--batch", [128])
     let repeats = try a.int("--repeats", 12, min: 1)
     let warmup = try a.int("--warmup", 3)
-    warnIfNoFMA()
+    warnAboutBuild()
     print("dynbench train-bench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; full SGD steps (Nesterov, wd 5e-4), "
           + "\(warmup) warm-up + \(repeats) timed")
     print("case".padding(toLength: 20, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms       ",

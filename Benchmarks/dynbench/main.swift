@@ -8,6 +8,8 @@ usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batc
                 [--repeats R] [--warmup W] [--json FILE]
        dynbench compare PEER.json OURS.json
        dynbench train|eval|train-bench …   (dynbench train --help)
+  --width simd8|simd16 (any command) runs the convolution kernels at that vector width; default:
+            the widest this build targets (simd16 with AVX-512)
   models    CIFAR ResNets forward (resnet18_cifar resnet56_cifar resnet110_cifar)
   kernels   single convolution passes by name: conv3x3_c64_k64_32x32 (forward), dgrad… (input
             gradient), wgrad… (weight gradient), any {pass}{k}x{k}[s{s}]_c{C}_k{K}_{H}x{W}; `catalog`
@@ -87,7 +89,7 @@ func runPoolProbe() {
 }
 
 func run(_ o: Options) throws {
-    warnIfNoFMA()
+    warnAboutBuild()
     if o.command == "pool" { runPoolProbe(); return }
     if o.command == "peak" { runPeak(threads: o.threads.isEmpty ? [1, Parallel.coreCount] : o.threads); return }
     var names = o.cases
@@ -139,8 +141,19 @@ func run(_ o: Options) throws {
     }
 }
 
+/// Removes `--width simd8|simd16` from the arguments and sets the kernel width (every command).
+func takeWidthOption(_ args: inout [String]) throws {
+    guard let i = args.firstIndex(of: "--width") else { return }
+    guard i + 1 < args.count, let w = KernelWidth(rawValue: args[i + 1]) else {
+        throw CLIError(description: "--width takes simd8 or simd16")
+    }
+    KernelWidth.current = w
+    args.removeSubrange(i...(i + 1))
+}
+
 do {
-    let args = Array(CommandLine.arguments.dropFirst())
+    var args = Array(CommandLine.arguments.dropFirst())
+    try takeWidthOption(&args)
     if args.first == "compare" {
         try runCompare(Array(args.dropFirst()))
         exit(0)

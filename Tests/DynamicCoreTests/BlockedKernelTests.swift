@@ -1,8 +1,10 @@
 import DynamicCore
 import XCTest
 
-/// The NCHW8c kernels against `Reference` over edge sizes: widths around the 6-pixel tile and
-/// the 8-channel block, odd channel counts, strides, padding, dilation, residual and clamps.
+/// The NCHW8c kernels against `Reference` over edge sizes: widths around the 6- and 12-pixel
+/// tiles and the 8-channel block, 1–5 output blocks (the wide kernel's 32-channel tiles and their
+/// remainders), odd channel counts, strides, padding, dilation, residual and clamps — under both
+/// kernel widths.
 final class BlockedKernelTests: XCTestCase {
     func testBlockedBufferRoundTrip() {
         var rng = SeededRNG(seed: 1)
@@ -23,7 +25,7 @@ final class BlockedKernelTests: XCTestCase {
         var rng = SeededRNG(seed: 2)
         struct Case { var cin, cout, k, s, p, d, h, w: Int }
         var cases: [Case] = []
-        for w in [1, 5, 6, 7, 8, 9, 16, 23] {
+        for w in [1, 5, 6, 7, 8, 9, 11, 12, 13, 16, 23] {
             cases.append(Case(cin: 8, cout: 16, k: 3, s: 1, p: 1, d: 1, h: 4, w: w))
             cases.append(Case(cin: 9, cout: 7, k: 3, s: 2, p: 1, d: 1, h: 5, w: w))
             cases.append(Case(cin: 3, cout: 17, k: 3, s: 1, p: 1, d: 1, h: 3, w: w))     // im2col stem
@@ -37,7 +39,10 @@ final class BlockedKernelTests: XCTestCase {
             Case(cin: 1, cout: 8, k: 7, s: 2, p: 3, d: 1, h: 13, w: 12),
             Case(cin: 5, cout: 9, k: 3, s: 2, p: 0, d: 1, h: 23, w: 23),
             Case(cin: 32, cout: 8, k: 3, s: 1, p: 0, d: 1, h: 4, w: 4),
+            Case(cin: 16, cout: 48, k: 3, s: 1, p: 1, d: 1, h: 5, w: 5),
+            Case(cin: 8, cout: 64, k: 3, s: 1, p: 1, d: 1, h: 3, w: 5),
         ]
+        forEachKernelWidth { width in
         for c in cases {
             let cfg = Conv2DConfig(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.s,
                                    padding: c.p, dilation: c.d)
@@ -48,16 +53,17 @@ final class BlockedKernelTests: XCTestCase {
                 let ref = Reference.conv2d(x, weight: w, bias: b, config: cfg)
                 let res = Tensor.normal(ref.shape, rng: &rng)
                 for threads in [1, 2, 3] {
-                    assertClose(conv(x, threads: threads), ref, tol: 2e-6, "\(c) n=\(n) t=\(threads)")
+                    assertClose(conv(x, threads: threads), ref, tol: 2e-6, "\(c) n=\(n) t=\(threads) \(width)")
                 }
                 for act in [Activation.relu, .relu1, .identity] {
                     let expect = Reference.activation(Reference.add(ref, res), act)
                     // ReLU-1 clamps to [0, 1]: the error scale is that of the pre-activation sum.
                     let scale = Swift.max(1, ref.withUnsafeBufferPointer { $0.map(abs).max() ?? 1 })
                     assertClose(conv(x, residual: res, activation: act, threads: 2), expect, tol: 2e-6 * scale,
-                                "\(c) residual \(act)")
+                                "\(c) residual \(act) \(width)")
                 }
             }
+        }
         }
     }
 
@@ -133,7 +139,11 @@ final class BlockedWeightGradientTests: XCTestCase {
             cases.append(Case(cin: 9, cout: 7, k: 3, s: 2, p: 1, d: 1, h: 5, w: w))
         }
         cases += [Case(cin: 3, cout: 5, k: 3, s: 1, p: 1, d: 1, h: 6, w: 7), Case(cin: 16, cout: 32, k: 1, s: 2, p: 0, d: 1, h: 8, w: 8),
-                  Case(cin: 5, cout: 9, k: 5, s: 1, p: 2, d: 1, h: 7, w: 6), Case(cin: 4, cout: 8, k: 3, s: 1, p: 2, d: 2, h: 9, w: 9)]
+                  Case(cin: 5, cout: 9, k: 5, s: 1, p: 2, d: 1, h: 7, w: 6), Case(cin: 4, cout: 8, k: 3, s: 1, p: 2, d: 2, h: 9, w: 9),
+                  // 3, 5 and 8 output blocks: whole and partial 32-channel tiles of the wide kernel.
+                  Case(cin: 2, cout: 17, k: 3, s: 1, p: 1, d: 1, h: 5, w: 5), Case(cin: 3, cout: 40, k: 3, s: 1, p: 1, d: 1, h: 4, w: 6),
+                  Case(cin: 2, cout: 64, k: 1, s: 1, p: 0, d: 1, h: 3, w: 3)]
+        forEachKernelWidth { width in
         for c in cases {
             let cfg = Conv2DConfig(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.s, padding: c.p, dilation: c.d)
             for n in [1, 3] {
@@ -144,9 +154,10 @@ final class BlockedWeightGradientTests: XCTestCase {
                 for threads in [1, 2, 3] {
                     let got = BlockedConvWeightGradient.compute(input: BlockedBuffer(x, halo: c.p), gradOutput: BlockedBuffer(dy, halo: 0),
                                                                config: cfg, threads: threads)
-                    assertClose(got, ref, tol: 3e-6, "\(c) n=\(n) threads=\(threads)")
+                    assertClose(got, ref, tol: 3e-6, "\(c) n=\(n) threads=\(threads) \(width)")
                 }
             }
+        }
         }
     }
 }
@@ -157,11 +168,13 @@ final class BlockedWeightGradientTests: XCTestCase {
 final class ConvVariantCatalogTests: XCTestCase {
     func testEveryCatalogVariantMatchesReference() {
         XCTAssertEqual(ConvVariant.catalog.count, 3 * 14)
-        for v in ConvVariant.catalog {
-            XCTAssertEqual(ConvVariant(name: v.name), v, "name round trip \(v)")
-            let (fast, reference) = v.check(batch: 2, threads: 1)
-            assertClose(fast, reference, tol: 2e-5, "\(v) [\(v.kernelName)]")
-            XCTAssertEqual(v.check(batch: 2, threads: 2).fast.scalars, fast.scalars, "\(v) depends on the thread count")
+        forEachKernelWidth { _ in
+            for v in ConvVariant.catalog {
+                XCTAssertEqual(ConvVariant(name: v.name), v, "name round trip \(v)")
+                let (fast, reference) = v.check(batch: 2, threads: 1)
+                assertClose(fast, reference, tol: 2e-5, "\(v) [\(v.kernelName)]")
+                XCTAssertEqual(v.check(batch: 2, threads: 2).fast.scalars, fast.scalars, "\(v) depends on the thread count")
+            }
         }
     }
 

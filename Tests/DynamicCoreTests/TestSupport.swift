@@ -9,3 +9,9 @@ func assertClose(_ a: Tensor, _ b: Tensor, tol: Float = 1e-5, _ msg: @autoclosur
     let e = a.maxRelativeError(b)
     XCTAssert(e <= tol, "relative error \(e) > \(tol) \(msg())", file: file, line: line)
 }
+
+/// Runs `body` once under each convolution kernel width (8- and 16-lane kernels), so both are
+/// checked whatever the build's default is.
+func forEachKernelWidth(_ body: (KernelWidth) throws -> Void) rethrows {
+    for width in KernelWidth.allCases { try KernelWidth.with(width) { try body(width) } }
+}

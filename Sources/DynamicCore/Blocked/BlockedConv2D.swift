@@ -1,9 +1,14 @@
 import DynamicShims
 import Foundation
 
-/// A convolution with weights packed once for the NCHW8c direct kernel
-/// `f32-conv-nchw8c-6x16` (DESIGN §2): 6 output pixels × 16 output channels per tile, 12 SIMD8
-/// accumulators, reduction over (input block, tap, 8 channels).
+/// A convolution with weights packed once for the NCHW8c direct kernels (DESIGN §2), reducing
+/// over (input block, tap, 8 channels):
+/// - `f32-conv-nchw8c-6x16` (`KernelWidth.simd8`, AVX2): 6 output pixels × 16 output channels
+///   per tile, 12 SIMD8 accumulators;
+/// - `f32-conv-nchw8c-8x32` (`.simd16`, AVX-512): 8 pixels × 32 channels, 16 SIMD16
+///   accumulators (8 × 16 when a single pair of blocks is left, even and odd input channels
+///   in separate accumulators).
+/// Both read the same packed weights (16-channel panels per pair of output blocks).
 ///
 /// Input channels < 8 (the 3-channel stem) take an im2col route instead: the reduction runs
 /// over exactly Cin·kh·kw values (channel, ky, kx) per pixel, so a 3×3 RGB stem costs 27
@@ -12,7 +17,12 @@ import Foundation
 /// Supports groups = 1, any kernel size, stride, padding and dilation. Output channels are
 /// processed in pairs of blocks (16); a trailing single block is handled.
 public final class BlockedConv2D: @unchecked Sendable {
-    public static let kernelName = "f32-conv-nchw8c-6x16"
+    /// The microkernel `run` uses under the current `KernelWidth`.
+    public static var kernelName: String { KernelWidth.current == .simd16 ? "f32-conv-nchw8c-8x32" : "f32-conv-nchw8c-6x16" }
+    /// Output pixels per tile of a kernel width.
+    static func tilePixels(_ width: KernelWidth) -> Int { width == .simd16 ? 8 : 6 }
+    /// Pixel tables are padded to this many entries so both widths read whole tiles.
+    static let pixelPadding = 24
     public let config: Conv2DConfig
     /// True when the reduction is over im2col rows (input channels < 8).
     public let usesIm2col: Bool
@@ -126,21 +136,25 @@ public final class BlockedConv2D: @unchecked Sendable {
         // Tiles run over the pixels of all images at once (small images still fill whole tiles),
         // in chunks whose input fits in L2; every chunk sweeps all output-channel pairs.
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
-        let bytesPerGroup = reductionBlocks * 8 * 4 * 6 * c.strideH * c.strideW
+        let width = KernelWidth.current, tile = Self.tilePixels(width)
+        let groups = (g.pixels + tile - 1) / tile
+        let bytesPerGroup = reductionBlocks * 8 * 4 * tile * c.strideH * c.strideW
         // With several threads, about eight tasks per thread, so that dynamic claiming evens out a
         // worker that starts late: pixel chunks first, then channel pairs when tiles are few.
         let tasksWanted = threads == 1 ? 1 : 8 * threads
-        let chunk = Swift.max(1, Swift.min((256 << 10) / bytesPerGroup, threads == 1 ? Int.max : g.groups / tasksWanted))
-        let chunks = (g.groups + chunk - 1) / chunk
-        let pairSplit = chunks >= tasksWanted ? 1 : Swift.min(pairs, (tasksWanted + chunks - 1) / chunks)
-        let pairRanges = Parallel.ranges(pairs, parts: pairSplit)
+        let chunk = Swift.max(1, Swift.min((256 << 10) / bytesPerGroup, threads == 1 ? Int.max : groups / tasksWanted))
+        let chunks = (groups + chunk - 1) / chunk
+        // The wide kernel takes pairs two at a time: split at even pair indices.
+        let pairAlign = width == .simd16 ? 2 : 1
+        let pairSplit = chunks >= tasksWanted ? 1 : Swift.min((pairs + pairAlign - 1) / pairAlign, (tasksWanted + chunks - 1) / chunks)
+        let pairRanges = Parallel.ranges(pairs, parts: pairSplit, align: pairAlign)
         let (x, y, r) = (UnsafePointer(input.pointer), output.pointer, residual?.pointer)
         // Inputs larger than L2 come from L3 or memory: prefetch them (measured: +8 % at batch 64).
         let prefetch = si.count * 4 > (1 << 20)
         Parallel.forEach(chunks * pairRanges.count, threads: threads) { t in
             let ci = t / pairRanges.count
-            let gr = (ci * chunk)..<Swift.min(g.groups, (ci + 1) * chunk)
-            self.tiles(x: x, cbStride: si.blockStride, prefetchRows: prefetch ? c.kernelH : 0,
+            let gr = (ci * chunk)..<Swift.min(groups, (ci + 1) * chunk)
+            self.tiles(width: width, x: x, cbStride: si.blockStride, prefetchRows: prefetch ? c.kernelH : 0,
                        prefetchRowStride: c.dilationH * si.wp * 8, prefetchTail: (c.kernelW - 1) * c.dilationW * 8,
                        pixIn: g.pixIn, taps: g.taps, y: y, r: r, out: so,
                        pixOut: g.pixOut, pixels: g.pixels, jr: pairRanges[t % pairRanges.count], gr: gr,
@@ -163,14 +177,16 @@ public final class BlockedConv2D: @unchecked Sendable {
         precondition(so == outputShape(n: n, h: h, w: w, halo: so.halo), "conv output \(so) mismatched")
         if let r = residual { precondition(r.shape == so) }
         let pixels = so.h * so.w
-        let groups = (pixels + 5) / 6
-        let colCount = groups * 6 * lanes        // pixel-major: lanes floats per pixel
+        let width = KernelWidth.current, tile = Self.tilePixels(width)
+        let groups = (pixels + tile - 1) / tile
+        let padded = (pixels + Self.pixelPadding - 1) / Self.pixelPadding * Self.pixelPadding
+        let colCount = padded * lanes        // pixel-major: lanes floats per pixel
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
         let workers = Swift.min(threads, n)
         let ws = UnsafeMutablePointer<Float>.allocate(capacity: workers * colCount)
         defer { ws.deallocate() }
-        var pixIn = [Int](repeating: 0, count: groups * 6)
-        for p in 0..<groups * 6 { pixIn[p] = Swift.min(p, pixels - 1) * lanes }
+        var pixIn = [Int](repeating: 0, count: padded)
+        for p in 0..<padded { pixIn[p] = Swift.min(p, pixels - 1) * lanes }
         var one = so
         one.n = 1
         let g = geometryFor(input: BlockedShape(n: 1, c: c.inChannels, h: h, w: w, halo: 0), output: one)
@@ -182,7 +198,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                                                   UnsafePointer(tp), ws))
                     let (xp, yp, rp, pinp, tpp, wsp) = args.value
                     let body: (Int, UnsafeMutablePointer<Float>, Range<Int>, Range<Int>) -> Void = { img, col, jr, gr in
-                        self.tiles(x: col, cbStride: 0, pixIn: pinp, taps: tpp, y: yp + img * so.imageStride,
+                        self.tiles(width: width, x: col, cbStride: 0, pixIn: pinp, taps: tpp, y: yp + img * so.imageStride,
                                    r: rp.map { $0 + img * so.imageStride }, out: so, pixOut: g.pixOut, pixels: pixels,
                                    jr: jr, gr: gr, activation: activation)
                     }
@@ -201,7 +217,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                         for img in 0..<n {
                             Self.im2col(c, xp + img * c.inChannels * h * w, h, w, so, wsp)
                             Parallel.forEach(threads, threads: threads) { t in
-                                let (jr, gr) = self.split(part: t, of: threads, groups: groups)
+                                let (jr, gr) = self.split(part: t, of: threads, groups: groups, pairAlign: width == .simd16 ? 2 : 1)
                                 body(img, wsp, jr, gr)
                             }
                         }
@@ -214,60 +230,80 @@ public final class BlockedConv2D: @unchecked Sendable {
     // MARK: - Scheduling
 
     /// Part `part` of `parts`: split output-channel pairs when there are enough, else pixel groups.
-    private func split(part: Int, of parts: Int, groups: Int) -> (Range<Int>, Range<Int>) {
-        if pairs >= parts && pairs % parts == 0 || pairs >= 4 * parts {
-            let r = Parallel.ranges(pairs, parts: parts)
+    private func split(part: Int, of parts: Int, groups: Int, pairAlign: Int) -> (Range<Int>, Range<Int>) {
+        let units = (pairs + pairAlign - 1) / pairAlign
+        if units >= parts && units % parts == 0 || units >= 4 * parts {
+            let r = Parallel.ranges(pairs, parts: parts, align: pairAlign)
             return (part < r.count ? r[part] : 0..<0, 0..<groups)
         }
         let r = Parallel.ranges(groups, parts: parts)
         return (0..<pairs, part < r.count ? r[part] : 0..<0)
     }
 
-    private func tiles(x: UnsafePointer<Float>, cbStride: Int, prefetchRows: Int = 0, prefetchRowStride: Int = 0,
-                       prefetchTail: Int = 0, pixIn: UnsafePointer<Int>, taps tp: UnsafePointer<Int>,
-                       y: UnsafeMutablePointer<Float>, r: UnsafeMutablePointer<Float>?, out so: BlockedShape,
-                       pixOut: UnsafePointer<Int>, pixels: Int, jr: Range<Int>, gr: Range<Int>, activation: Activation) {
+    /// Runs pixel tiles `gr` (of `tilePixels(width)` pixels) × channel pairs `jr` on the kernel of `width`.
+    private func tiles(width: KernelWidth, x: UnsafePointer<Float>, cbStride: Int, prefetchRows: Int = 0,
+                       prefetchRowStride: Int = 0, prefetchTail: Int = 0, pixIn: UnsafePointer<Int>,
+                       taps tp: UnsafePointer<Int>, y: UnsafeMutablePointer<Float>, r: UnsafeMutablePointer<Float>?,
+                       out so: BlockedShape, pixOut: UnsafePointer<Int>, pixels: Int, jr: Range<Int>, gr: Range<Int>,
+                       activation: Activation) {
         let (lo, hi) = Self.clampBounds(activation)
         let panel = reductionBlocks * taps * lanes * 16
         let outBlocks = so.blocks
+        let tile = Self.tilePixels(width)
+        /// One tile: pixels from p0, pairs j (and j + 1 on the wide kernel when it is in jr).
+        @inline(__always)
+        func kernel(_ p0: Int, _ j: Int) -> Int {
+            let off = 2 * j * so.blockStride
+            let nPix = Swift.min(tile, pixels - p0)
+            let res = r.map { UnsafePointer($0 + off) }
+            if width == .simd8 {
+                Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
+                              y + off, pixOut + p0, so.blockStride, nPix, 2 * j + 1 < outBlocks,
+                              bias + 16 * j, res, lo, hi)
+                return 1
+            }
+            if j + 1 < jr.upperBound {
+                Self.conv8x32(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel, panel,
+                               y + off, pixOut + p0, so.blockStride, nPix, Swift.min(4, outBlocks - 2 * j),
+                               bias + 16 * j, res, lo, hi)
+                return 2
+            }
+            Self.conv8x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel, panel,
+                           y + off, pixOut + p0, so.blockStride, nPix, Swift.min(2, outBlocks - 2 * j),
+                           bias + 16 * j, res, lo, hi)
+            return 1
+        }
         // Few tiles and weights larger than L2 (512-channel layers at batch 1): channel pair outer,
         // so each weight panel comes from memory once and serves every tile while it is in L2.
         if gr.count <= 8 && pairs * panel * 4 > (1 << 20) {
-            for j in jr {
-                let off = 2 * j * so.blockStride
-                for g in gr {
-                    let p0 = g * 6
-                    Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
-                                  y + off, pixOut + p0, so.blockStride, Swift.min(6, pixels - p0), 2 * j + 1 < outBlocks,
-                                  bias + 16 * j, r.map { UnsafePointer($0 + off) }, lo, hi)
-                }
+            var j = jr.lowerBound
+            while j < jr.upperBound {
+                var step = 1
+                for g in gr { step = kernel(g * tile, j) }
+                j += step
             }
             return
         }
         // Otherwise pixel tile outer, channel pair inner: the tile's input windows stay in L1 while
         // the weight panels stream from L2 (a 64-channel 3×3 panel is 36 KB, more than L1).
         for g in gr {
-            let p0 = g * 6
-            let nPix = Swift.min(6, pixels - p0)
+            let p0 = g * tile
             if prefetchRows > 0, g + 1 < gr.upperBound {
                 // Large batches stream their input from L3/DRAM through more streams (blocks ×
                 // rows) than the hardware prefetcher follows: fetch the next tile's windows now.
-                let q = pixIn + p0 + 6
+                let q = pixIn + p0 + tile
                 for b in 0..<reductionBlocks {
                     let blockBase = x + b * cbStride
                     for r in 0..<prefetchRows {
                         let rowBase = blockBase + r * prefetchRowStride
-                        dyn_prefetch(rowBase + q[0]); dyn_prefetch(rowBase + q[2]); dyn_prefetch(rowBase + q[4])
-                        dyn_prefetch(rowBase + q[5] + prefetchTail)
+                        var i = 0
+                        while i < tile { dyn_prefetch(rowBase + q[i]); i += 2 }
+                        dyn_prefetch(rowBase + q[tile - 1] + prefetchTail)
                     }
                 }
             }
-            for j in jr {
-                let off = 2 * j * so.blockStride
-                Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
-                              y + off, pixOut + p0, so.blockStride, nPix, 2 * j + 1 < outBlocks,
-                              bias + 16 * j, r.map { UnsafePointer($0 + off) }, lo, hi)
-            }
+            var j = jr.lowerBound
+            while j < jr.upperBound { j += kernel(p0, j) }
         }
     }
 
@@ -284,7 +320,7 @@ public final class BlockedConv2D: @unchecked Sendable {
 
     struct Geometry {
         var input: BlockedShape, output: BlockedShape
-        var pixels: Int, groups: Int
+        var pixels: Int
         var pixIn: UnsafeMutablePointer<Int>, pixOut: UnsafeMutablePointer<Int>
         /// Offsets of the kernel taps inside an input block.
         var taps: UnsafeMutablePointer<Int>
@@ -302,10 +338,11 @@ public final class BlockedConv2D: @unchecked Sendable {
         if let g = geometries[key] { return g }
         let c = config
         let p = placement ?? OutputPlacement(height: so.h, width: so.w, strideH: 1, strideW: 1, offsetY: 0, offsetX: 0)
-        let perImage = p.height * p.width, pixels = so.n * perImage, groups = (pixels + 5) / 6
-        let pin = UnsafeMutablePointer<Int>.allocate(capacity: groups * 6)
-        let pout = UnsafeMutablePointer<Int>.allocate(capacity: groups * 6)
-        for i in 0..<groups * 6 {
+        let perImage = p.height * p.width, pixels = so.n * perImage
+        let padded = (pixels + Self.pixelPadding - 1) / Self.pixelPadding * Self.pixelPadding
+        let pin = UnsafeMutablePointer<Int>.allocate(capacity: padded)
+        let pout = UnsafeMutablePointer<Int>.allocate(capacity: padded)
+        for i in 0..<padded {
             let q = Swift.min(i, pixels - 1)
             let n = q / perImage, oy = (q % perImage) / p.width, ox = q % p.width
             pin[i] = n * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, ox * c.strideW - c.padW)
@@ -316,7 +353,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         for ki in 0..<c.kernelH {
             for kj in 0..<c.kernelW { taps[ki * c.kernelW + kj] = (ki * c.dilationH * si.wp + kj * c.dilationW) * 8 }
         }
-        let g = Geometry(input: si, output: so, pixels: pixels, groups: groups, pixIn: pin, pixOut: pout, taps: taps)
+        let g = Geometry(input: si, output: so, pixels: pixels, pixIn: pin, pixOut: pout, taps: taps)
         geometries[key] = g
         return g
     }
@@ -472,6 +509,36 @@ public final class BlockedConv2D: @unchecked Sendable {
         if nPix > 3 { ep.store(3, c30, c31) }
         if nPix > 4 { ep.store(4, c40, c41) }
         if nPix > 5 { ep.store(5, c50, c51) }
+    }
+
+    /// Bias, residual, clamp and store of one pixel's 16 channels held in one 16-lane vector:
+    /// the low half goes to the first 8-channel block, the high half `blockStride` floats on.
+    struct Epilogue16 {
+        let b: SIMD16<Float>, lo: SIMD16<Float>, hi: SIMD16<Float>
+        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>
+        let blockStride: Int, blocks: Int
+
+        /// `blocks`: how many of the two 8-channel blocks exist (≤ 0: none, nothing is stored).
+        @inline(__always)
+        init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
+             pixOut: UnsafePointer<Int>, blockStride: Int, blocks: Int, lo: Float, hi: Float) {
+            b = blocks > 0 ? load16(bias) : SIMD16()
+            self.lo = SIMD16(repeating: lo); self.hi = SIMD16(repeating: hi)
+            (self.residual, self.y, self.pixOut, self.blockStride, self.blocks) = (residual, y, pixOut, blockStride, blocks)
+        }
+
+        @_transparent
+        func store(_ i: Int, _ v: SIMD16<Float>) {
+            if blocks <= 0 { return }
+            let o = pixOut[i]
+            var a = v + b
+            if let r = residual {
+                a += blocks > 1 ? load8x2(r + o, blockStride) : SIMD16(lowHalf: load8(r + o), highHalf: SIMD8())
+            }
+            a = vmin(vmax(a, lo), hi)
+            store8(a.lowHalf, y + o)
+            if blocks > 1 { store8(a.highHalf, y + o + blockStride) }
+        }
     }
 
     /// Bias, residual, clamp and store of one pixel's 16 accumulated channels.

@@ -1,16 +1,19 @@
 import Foundation
 
-/// Weight gradient of a dense convolution on NCHW8c buffers, kernel `f32-convwgrad-nchw8c-6x16`:
+/// Weight gradient of a dense convolution on NCHW8c buffers:
 /// dW[co, ci, ky, kx] = Σ over images and output pixels p of dY[co, p] · X[ci, window(p) + (ky, kx)].
 ///
-/// A tile is 6 reduction rows (input channel, tap) × 16 output channels (two dY blocks): 12 SIMD8
-/// accumulators, two dY vector loads and six broadcasts per pixel — the register shape of the
-/// forward kernel. Pixels are walked row by row (no per-pixel index loads), in chunks of output
+/// `f32-convwgrad-nchw8c-6x16` (`KernelWidth.simd8`): a tile is 6 reduction rows (input channel,
+/// tap) × 16 output channels (two dY blocks): 12 SIMD8 accumulators, two dY vector loads and six
+/// broadcasts per pixel — the register shape of the forward kernel. `f32-convwgrad-nchw8c-12x32`
+/// (`.simd16`): 12 rows × 32 channels (four dY blocks as two 16-lane vectors), 24 accumulators;
+/// 12 × 16 for a trailing pair of blocks. Pixels are walked row by row (no per-pixel index loads), in chunks of output
 /// rows whose inputs stay in L1 while all of a thread's tiles sweep them. Every tile reduces the
 /// images in order, so the result does not depend on the thread count.
 public enum BlockedConvWeightGradient {
-    public static let kernelName = "f32-convwgrad-nchw8c-6x16"
-    static let rowsPerTile = 6
+    public static var kernelName: String {
+        KernelWidth.current == .simd16 ? "f32-convwgrad-nchw8c-12x32" : "f32-convwgrad-nchw8c-6x16"
+    }
 
     /// x: [N, Cin, H, W] with halo ≥ padding; dy: [N, Cout, Ho, Wo] (any halo) → [Cout, Cin, kh, kw].
     public static func compute(input x: BlockedBuffer, gradOutput dy: BlockedBuffer, config c: Conv2DConfig,
@@ -22,8 +25,11 @@ public enum BlockedConvWeightGradient {
         precondition(so.n == si.n && so.c == c.outChannels && so.h == o.h && so.w == o.w, "wgrad gradOutput \(so) mismatched")
         let taps = c.kernelH * c.kernelW
         let rows = c.inChannels * taps
+        let wide = KernelWidth.current == .simd16
+        let rowsPerTile = wide ? 12 : 6
+        let blocksPerTile = wide ? 4 : 2        // dY blocks (8 output channels each) per tile
         let rowTiles = (rows + rowsPerTile - 1) / rowsPerTile
-        let coPairs = (so.blocks + 1) / 2
+        let coTiles = (so.blocks + blocksPerTile - 1) / blocksPerTile
         // Row r = (ci, tap): its input offset relative to a pixel's window origin.
         var rowOffsets = [Int](repeating: 0, count: rowTiles * rowsPerTile)
         for r in 0..<rowTiles * rowsPerTile {
@@ -38,9 +44,10 @@ public enum BlockedConvWeightGradient {
             rowIn[oy] = si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
             rowOut[oy] = so.pixelOffset(oy, 0)
         }
-        // dWᵀ tiles: [rowTiles·6][coPairs·16], reshaped to [Cout, Cin, kh, kw] at the end.
-        let tiles = rowTiles * coPairs
-        let tileFloats = rowsPerTile * 16
+        // dWᵀ tiles: [rowsPerTile][8·blocksPerTile] each (a wide tile with ≤ 2 blocks: [12][16]),
+        // reshaped to [Cout, Cin, kh, kw] at the end.
+        let tiles = rowTiles * coTiles
+        let tileFloats = rowsPerTile * 8 * blocksPerTile
         let acc = UnsafeMutablePointer<Float>.allocate(capacity: tiles * tileFloats)
         acc.initialize(repeating: 0, count: tiles * tileFloats)
         defer { acc.deallocate() }
@@ -59,13 +66,21 @@ public enum BlockedConvWeightGradient {
                             while r0 < so.h {
                                 let count = Swift.min(chunkRows, so.h - r0)
                                 for tile in parts[part] {
-                                    let rt = tile / coPairs, cp = tile % coPairs
-                                    // A trailing single dY block reads itself twice; only its half is stored.
-                                    let second = 2 * cp + 1 < so.blocks ? so.blockStride : 0
-                                    tile6x16(xp + n * si.imageStride, ro.baseAddress! + rt * rowsPerTile,
-                                             yp + n * so.imageStride + 2 * cp * so.blockStride, second,
-                                             rin.baseAddress! + r0, rout.baseAddress! + r0, count, so.w,
-                                             8 * c.strideW, acc + tile * tileFloats)
+                                    let rt = tile / coTiles, ct = tile % coTiles
+                                    let b0 = ct * blocksPerTile, nb = Swift.min(blocksPerTile, so.blocks - b0)
+                                    // A missing dY block reads an existing one again; its sums are never read.
+                                    let bs = so.blockStride
+                                    let (xt, rowsT) = (xp + n * si.imageStride, ro.baseAddress! + rt * rowsPerTile)
+                                    let (yt, at) = (yp + n * so.imageStride + b0 * bs, acc + tile * tileFloats)
+                                    let (ri, rq) = (rin.baseAddress! + r0, rout.baseAddress! + r0)
+                                    if !wide {
+                                        tile6x16(xt, rowsT, yt, nb > 1 ? bs : 0, ri, rq, count, so.w, 8 * c.strideW, at)
+                                    } else if nb > 2 {
+                                        tile12x32(xt, rowsT, yt, bs, 2 * bs, nb > 3 ? 3 * bs : 2 * bs, ri, rq, count, so.w,
+                                                  8 * c.strideW, at)
+                                    } else {
+                                        tile12x16(xt, rowsT, yt, nb > 1 ? bs : 0, 0, 0, ri, rq, count, so.w, 8 * c.strideW, at)
+                                    }
                                 }
                                 r0 += count
                             }
@@ -76,15 +91,17 @@ public enum BlockedConvWeightGradient {
         }
         return Tensor(shape: c.weightShape) { w in
             for tile in 0..<tiles {
-                let rt = tile / coPairs, cp = tile % coPairs
+                let rt = tile / coTiles, ct = tile % coTiles
+                let nb = Swift.min(blocksPerTile, so.blocks - ct * blocksPerTile)
+                let rowStride = wide && nb <= 2 ? 16 : 8 * blocksPerTile
                 for i in 0..<rowsPerTile {
                     let r = rt * rowsPerTile + i
                     guard r < rows else { continue }
                     let ci = r / taps, t = r % taps
-                    for k in 0..<16 {
-                        let co = cp * 16 + k
+                    for k in 0..<rowStride {
+                        let co = ct * 8 * blocksPerTile + k
                         guard co < c.outChannels else { continue }
-                        w[(co * c.inChannels + ci) * taps + t] = acc[tile * tileFloats + i * 16 + k]
+                        w[(co * c.inChannels + ci) * taps + t] = acc[tile * tileFloats + i * rowStride + k]
                     }
                 }
             }

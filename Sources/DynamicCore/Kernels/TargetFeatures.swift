@@ -2,19 +2,43 @@ import DynamicShims
 
 /// What the compiler was allowed to use for this build.
 public enum TargetFeatures {
-    /// True when the build targets FMA (x86-64 with `-target-cpu haswell` or newer, arm64).
+    /// True when the build targets FMA (x86-64 with `-target-cpu native` on an FMA CPU, or
+    /// `haswell` or newer; arm64).
     /// Without it `addingProduct` is a libm call per lane, so kernels use `a + b * c`.
     public static let hasFMA: Bool = dyn_target_has_fma() != 0
     public static let hasAVX2: Bool = dyn_target_has_avx2() != 0
+    /// True when the build targets AVX-512F (`-target-cpu native` on such a machine): the
+    /// 16-lane kernels then run on zmm registers at twice the FMA width of AVX2.
+    public static let hasAVX512: Bool = dyn_target_has_avx512f() != 0
 
     public static var summary: String {
         #if arch(x86_64)
-        return "x86_64 avx2=\(hasAVX2) fma=\(hasFMA)"
+        return "x86_64 avx2=\(hasAVX2) avx512=\(hasAVX512) fma=\(hasFMA) kernels=\(KernelWidth.current)"
         #elseif arch(arm64)
         return "arm64 neon fma=true"
         #else
         return "generic fma=\(hasFMA)"
         #endif
+    }
+}
+
+/// The vector width of the convolution kernels: 8 lanes (`SIMD8`, one AVX2 ymm register) or 16
+/// (`SIMD16`, one AVX-512 zmm). Both are correct on every target; the default is the one this
+/// build runs fastest. Tests and `dynbench` switch it to check and time both.
+public enum KernelWidth: String, Sendable, CaseIterable, CustomStringConvertible {
+    case simd8, simd16
+
+    /// The width convolution kernels use from now on (not for changing while kernels run).
+    nonisolated(unsafe) public static var current: KernelWidth = TargetFeatures.hasAVX512 ? .simd16 : .simd8
+
+    public var description: String { rawValue }
+
+    /// Runs `body` with `current` set to `width`, restoring it afterwards.
+    public static func with<T>(_ width: KernelWidth, _ body: () throws -> T) rethrows -> T {
+        let saved = current
+        current = width
+        defer { current = saved }
+        return try body()
     }
 }
 
@@ -43,3 +67,32 @@ func vmax(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(wi
 
 @inline(__always)
 func vmin(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .< a) }
+
+/// acc + a·b on 16 lanes (one zmm register with AVX-512), fused when the target has FMA.
+@inline(__always)
+func fmadd(_ acc: SIMD16<Float>, _ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+    if dyn_target_has_fma() != 0 { return acc.addingProduct(a, b) }
+    return acc + a * b
+}
+
+@inline(__always)
+func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+}
+
+@inline(__always)
+func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+}
+
+/// Two 8-channel blocks that lie `stride` floats apart (NCHW8c planes) as one 16-lane vector.
+@inline(__always)
+func load8x2(_ p: UnsafePointer<Float>, _ stride: Int) -> SIMD16<Float> {
+    SIMD16(lowHalf: load8(p), highHalf: load8(p + stride))
+}
+
+@inline(__always)
+func vmax(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> { a.replacing(with: b, where: a .< b) }
+
+@inline(__always)
+func vmin(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> { a.replacing(with: b, where: b .< a) }

@@ -10,7 +10,7 @@
 // Compile-time facts about the target that Swift cannot test with `#if`, and the few atomic
 // operations the thread pool needs (header-only, so the package stays free of dependencies).
 
-// With `-Xswiftc -target-cpu -Xswiftc haswell` the Clang importer defines __FMA__ and
+// With `-Xswiftc -target-cpu -Xswiftc native` (or haswell) the Clang importer defines __FMA__ and
 // `SIMD.addingProduct` lowers to vfmadd; without it, it becomes a per-lane libm fma call
 // (about 200x slower), so kernels must use `a + b * c` instead.
 #if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
@@ -22,6 +22,13 @@ static inline int dyn_target_has_fma(void) { return 0; }
 static inline int dyn_target_has_avx2(void) { return 1; }
 #else
 static inline int dyn_target_has_avx2(void) { return 0; }
+#endif
+// With `-target-cpu native` on an AVX-512 machine (or znver4, skylake-avx512, ...): SIMD16<Float>
+// is one zmm register and there are 32 of them, so the 16-lane kernels double the FMA width.
+#if defined(__AVX512F__)
+static inline int dyn_target_has_avx512f(void) { return 1; }
+#else
+static inline int dyn_target_has_avx512f(void) { return 0; }
 #endif
 
 static inline long dyn_atomic_load(const long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Writes the 16-lane (AVX-512 zmm) microkernels of the NCHW8c convolutions:
+Sources/DynamicCore/Blocked/WideConvKernels.swift (forward / input gradient) and
+Sources/DynamicCore/Blocked/WideConvWeightGradientKernels.swift (weight gradient).
+Their bodies are a dozen near-identical lines per accumulator; writing them out by hand would
+be hundreds of lines to keep in step. Usage: python3 scripts/generate_wide_kernels.py
+"""
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BLOCKED = os.path.join(HERE, "..", "Sources", "DynamicCore", "Blocked")
+
+
+def conv(P, two, split):
+    """P pixels × (32 if two else 16) output channels. `split`: even and odd input channels feed
+    two accumulator sets (added at the end), so a 16-channel tile still has 2·P independent FMA
+    chains. Every pixel keeps its own pointer; P = 8 keeps them all in general registers."""
+    ch = 32 if two else 16
+    name = f"conv{P}x{ch}"
+    sets = [("a", "w0"), ("b", "w1")] if two else [("a", "w0")]
+    L = []
+    w = L.append
+    nacc = P * (2 if two or split else 1)
+    w(f"    /// {P} pixels × {ch} output channels on 16-lane vectors ({nacc} accumulators"
+      + (", even and odd input channels apart" if split else "") + ").")
+    w("    /// Same contract as `conv6x16`; `w` is the first pair's panel" + (", the second pair's is `panel` floats on;" if two else ";"))
+    w("    /// `outBlocks` (1…" + ("4" if two else "2") + ") of the tile's 8-channel output blocks exist.")
+    w("    @inline(never)")
+    w(f"    static func {name}(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,")
+    w("                         _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,")
+    w("                         _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>,")
+    w("                         _ outBlockStride: Int, _ nPix: Int, _ outBlocks: Int, _ bias: UnsafePointer<Float>,")
+    w("                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {")
+    accs = [f"a{i}" for i in range(P)] + ([f"b{i}" for i in range(P)] if two or split else [])
+    for i in range(0, len(accs), 8):
+        w("        var " + ", ".join(f"{a} = SIMD16<Float>()" for a in accs[i:i + 8]))
+    for i in range(0, P, 8):
+        w("        let " + ", ".join(f"x{j} = x + pixIn[{j}]" for j in range(i, min(P, i + 8))))
+    w("        var wp = w")
+    w("        var cbOff = 0")
+    w("        for _ in 0..<blocks {")
+    w("            for t in 0..<nTaps {")
+    w("                let o = cbOff + taps[t]")
+    for i in range(0, P, 8):
+        w("                let " + ", ".join(f"p{j} = x{j} + o" for j in range(i, min(P, i + 8))))
+    if split:
+        w("                var ci = 0")
+        w("                while ci + 1 < lanes {")
+        w("                    let w0 = load16(wp), w1 = load16(wp + 16)")
+        for j in range(P):
+            w(f"                    a{j} = fmadd(a{j}, SIMD16(repeating: p{j}[ci]), w0); "
+              f"b{j} = fmadd(b{j}, SIMD16(repeating: p{j}[ci + 1]), w1)")
+        w("                    wp += 32")
+        w("                    ci += 2")
+        w("                }")
+        w("                if ci < lanes {")
+        w("                    let w0 = load16(wp)")
+        for j in range(P):
+            w(f"                    a{j} = fmadd(a{j}, SIMD16(repeating: p{j}[ci]), w0)")
+        w("                    wp += 16")
+        w("                }")
+    else:
+        w("                for ci in 0..<lanes {")
+        w("                    let w0 = load16(wp)" + ("; let w1 = load16(wp + panel)" if two else ""))
+        w("                    var v: SIMD16<Float>")
+        for j in range(P):
+            w(f"                    v = SIMD16(repeating: p{j}[ci]); a{j} = fmadd(a{j}, v, w0)"
+              + (f"; b{j} = fmadd(b{j}, v, w1)" if two else ""))
+        w("                    wp += 16")
+        w("                }")
+    w("            }")
+    w("            cbOff += cbStride")
+    w("        }")
+    w("        let e0 = Epilogue16(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,")
+    w("                            blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)")
+    if two:
+        w("        let e1 = Epilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride }, y: y + 2 * outBlockStride,")
+        w("                            pixOut: pixOut, blockStride: outBlockStride, blocks: outBlocks - 2, lo: lo, hi: hi)")
+    for j in range(P):
+        if two:
+            body = f"e0.store({j}, a{j}); e1.store({j}, b{j})"
+        elif split:
+            body = f"e0.store({j}, a{j} + b{j})"
+        else:
+            body = f"e0.store({j}, a{j})"
+        w(f"        if nPix > {j} {{ {body} }}" if j else f"        {body}")
+    w("    }")
+    return "\n".join(L)
+
+
+def wgrad(R, two):
+    """Weight-gradient tile: R reduction rows × 32 (or 16) output channels."""
+    ch = 32 if two else 16
+    name = f"tile{R}x{ch}"
+    L = []
+    w = L.append
+    w(f"    /// acc[{R}][{ch}] += Σ over the pixels of `rowCount` output rows × `width` of broadcast(x[window + rows[i]])")
+    w("    /// · dY channels: blocks at dy, dy + o1" + (", dy + o2, dy + o3" if two else "")
+      + " (a missing block repeats an existing one; its sums are never read).")
+    w("    @inline(never)")
+    w(f"    static func {name}(_ x: UnsafePointer<Float>, _ rows: UnsafePointer<Int>, _ dy: UnsafePointer<Float>,")
+    w("                          _ o1: Int, _ o2: Int, _ o3: Int, _ rowIn: UnsafePointer<Int>, _ rowOut: UnsafePointer<Int>,")
+    w("                          _ rowCount: Int, _ width: Int, _ xStep: Int, _ acc: UnsafeMutablePointer<Float>) {")
+    for i in range(R):
+        line = f"        var a{i} = load16(acc + {ch * i})"
+        if two:
+            line += f", b{i} = load16(acc + {ch * i + 16})"
+        w(line)
+    for i in range(0, R, 8):
+        w("        let " + ", ".join(f"r{j} = rows[{j}]" for j in range(i, min(R, i + 8))))
+    w("        for r in 0..<rowCount {")
+    w("            var xr = x + rowIn[r], yr = dy + rowOut[r]")
+    w("            for _ in 0..<width {")
+    w("                let g0 = load8x2(yr, o1)" + ("; let g1 = SIMD16(lowHalf: load8(yr + o2), highHalf: load8(yr + o3))" if two else ""))
+    w("                var v: SIMD16<Float>")
+    for j in range(R):
+        w(f"                v = SIMD16(repeating: xr[r{j}]); a{j} = fmadd(a{j}, v, g0)" + (f"; b{j} = fmadd(b{j}, v, g1)" if two else ""))
+    w("                xr += xStep")
+    w("                yr += 8")
+    w("            }")
+    w("        }")
+    for i in range(R):
+        w(f"        store16(a{i}, acc + {ch * i})" + (f"; store16(b{i}, acc + {ch * i + 16})" if two else ""))
+    w("    }")
+    return "\n".join(L)
+
+
+HEADER = "// Generated by scripts/generate_wide_kernels.py: do not edit by hand.\n"
+
+if __name__ == "__main__":
+    with open(os.path.join(BLOCKED, "WideConvKernels.swift"), "w") as f:
+        f.write(HEADER + """// The 16-lane forward-convolution microkernels f32-conv-nchw8c-8x32 and -8x16 (one zmm register
+// holds 16 output channels = two NCHW8c blocks). Each input value is broadcast once and multiplied
+// by one or two 16-channel weight vectors. Eight pixels keep every pixel pointer in a general
+// register (twelve spilled them, and the kernels' speed then swung with code placement).
+extension BlockedConv2D {
+""" + conv(8, True, False) + "\n\n" + conv(8, False, True) + "\n}\n")
+    with open(os.path.join(BLOCKED, "WideConvWeightGradientKernels.swift"), "w") as f:
+        f.write(HEADER + """// The 16-lane weight-gradient microkernels f32-convwgrad-nchw8c-12x32 and -12x16: 12 reduction rows
+// (input channel, tap) × 32 or 16 output channels, one dY vector of 16 channels from two NCHW8c blocks.
+extension BlockedConvWeightGradient {
+""" + wgrad(12, True) + "\n\n" + wgrad(12, False) + "\n}\n")
