@@ -55,20 +55,26 @@ final class BackwardKernelTests: XCTestCase {
     }
 
     /// The phase-split input gradient on blocked buffers with a residual: phases without taps
-    /// (1×1 stride 2 reaches only even pixels) must still write residual there.
+    /// (1×1 stride 2 reaches only even pixels) must still write residual there. Under both kernel
+    /// widths; the wider cases reach the 16-lane row kernels, a 5×5 stride-2 convolution through
+    /// phases whose output pixels are two apart.
     func testBlockedInputGradientWithResidual() {
         var rng = SeededRNG(seed: 22)
-        for (k, s, p, h) in [(1, 2, 0, 8), (3, 2, 1, 7), (3, 1, 1, 5), (3, 2, 0, 9)] {
-            let cfg = Conv2DConfig(inChannels: 12, outChannels: 20, kernelSize: k, stride: s, padding: p)
-            let (ho, wo) = cfg.outputSize(h: h, w: h)
-            let wt = Tensor.normal(cfg.weightShape, rng: &rng)
-            let dy = Tensor.normal([2, 20, ho, wo], rng: &rng), r = Tensor.normal([2, 12, h, h], rng: &rng)
-            let dx = BlockedBuffer(BlockedShape(n: 2, c: 12, h: h, w: h, halo: 1))
-            dx.load(Tensor.normal([2, 12, h, h], rng: &rng))        // stale values must all be overwritten
-            BlockedConvInputGradient(weight: wt, config: cfg).run(BlockedBuffer(dy, halo: 3), into: dx,
-                                                                  residual: BlockedBuffer(r, halo: 1))
-            let expected = Reference.conv2dBackwardInput(dy, weight: wt, config: cfg, inputHeight: h, inputWidth: h) + r
-            assertClose(dx.toTensor(), expected, tol: 5e-6, "k\(k) s\(s) p\(p) \(h)×\(h)")
+        forEachKernelWidth { width in
+            for (cin, cout) in [(12, 20), (40, 24)] {
+                for (k, s, p, h) in [(1, 2, 0, 8), (3, 2, 1, 7), (3, 1, 1, 5), (3, 2, 0, 9), (3, 1, 1, 19), (5, 2, 2, 34)] {
+                    let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: k, stride: s, padding: p)
+                    let (ho, wo) = cfg.outputSize(h: h, w: h)
+                    let wt = Tensor.normal(cfg.weightShape, rng: &rng)
+                    let dy = Tensor.normal([2, cout, ho, wo], rng: &rng), r = Tensor.normal([2, cin, h, h], rng: &rng)
+                    let dx = BlockedBuffer(BlockedShape(n: 2, c: cin, h: h, w: h, halo: 1))
+                    dx.load(Tensor.normal([2, cin, h, h], rng: &rng))        // stale values must all be overwritten
+                    BlockedConvInputGradient(weight: wt, config: cfg).run(BlockedBuffer(dy, halo: 3), into: dx,
+                                                                          residual: BlockedBuffer(r, halo: 1))
+                    let expected = Reference.conv2dBackwardInput(dy, weight: wt, config: cfg, inputHeight: h, inputWidth: h) + r
+                    assertClose(dx.toTensor(), expected, tol: 5e-6, "\(cin)→\(cout) k\(k) s\(s) p\(p) \(h)×\(h) \(width)")
+                }
+            }
         }
     }
 

@@ -41,6 +41,11 @@ final class BlockedKernelTests: XCTestCase {
             Case(cin: 32, cout: 8, k: 3, s: 1, p: 0, d: 1, h: 4, w: 4),
             Case(cin: 16, cout: 48, k: 3, s: 1, p: 1, d: 1, h: 5, w: 5),
             Case(cin: 8, cout: 64, k: 3, s: 1, p: 1, d: 1, h: 3, w: 5),
+            // Row kernels (16 lanes): 8-pixel tiles with a trailing pair, 16-pixel tiles with an
+            // overlapping last tile, no padding, a row exactly one tile wide.
+            Case(cin: 16, cout: 40, k: 3, s: 1, p: 1, d: 1, h: 3, w: 11),
+            Case(cin: 9, cout: 16, k: 3, s: 1, p: 0, d: 1, h: 5, w: 19),
+            Case(cin: 8, cout: 32, k: 3, s: 1, p: 1, d: 1, h: 2, w: 8),
         ]
         forEachKernelWidth { width in
         for c in cases {

@@ -132,6 +132,11 @@ public final class BlockedConv2D: @unchecked Sendable {
             precondition(so == outputShape(n: si.n, h: si.h, w: si.w, halo: so.halo), "conv output \(so) mismatched")
         }
         if let r = residual { precondition(r.shape == so, "residual \(r.shape) must match output \(so)") }
+        if KernelWidth.current == .simd16, let rowPixels = rowTilePixels(outputWidth: placement?.width ?? so.w) {
+            runRows(input, into: output, placement: placement, residual: residual, activation: activation,
+                    threads: threads, tile: rowPixels)
+            return
+        }
         let g = geometryFor(input: si, output: so, placement: placement)
         // Tiles run over the pixels of all images at once (small images still fill whole tiles),
         // in chunks whose input fits in L2; every chunk sweeps all output-channel pairs.
@@ -221,6 +226,70 @@ public final class BlockedConv2D: @unchecked Sendable {
                                 body(img, wsp, jr, gr)
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Row tiles (16-lane row kernels)
+
+    /// Pixels per row tile when the row kernels apply: taps 3 wide at stride 1 and dilation 1 along
+    /// x, output rows at least one tile wide. 16 for a single pair of output blocks, else 8.
+    func rowTilePixels(outputWidth: Int) -> Int? {
+        let c = config
+        guard !usesIm2col, c.kernelW == 3, c.strideW == 1, c.dilationW == 1 else { return nil }
+        let p = pairs == 1 ? 16 : 8
+        return outputWidth >= p ? p : nil
+    }
+
+    /// `run` on row tiles: `tile` consecutive output pixels of one row (a row's last tile is
+    /// shifted left to end at the row's end and stores only the pixels the one before left).
+    private func runRows(_ input: BlockedBuffer, into output: BlockedBuffer, placement: OutputPlacement?,
+                         residual: BlockedBuffer?, activation: Activation, threads: Int?, tile: Int) {
+        let c = config, si = input.shape, so = output.shape
+        let p = placement ?? OutputPlacement(height: so.h, width: so.w, strideH: 1, strideW: 1, offsetY: 0, offsetX: 0)
+        let segments = (p.width + tile - 1) / tile
+        let tiles = so.n * p.height * segments
+        let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
+        // About eight tasks per thread (dynamic claiming evens out a late worker); channel pairs are
+        // split too when row tiles are few.
+        let tasksWanted = threads == 1 ? 1 : 8 * threads
+        let chunk = Swift.max(1, threads == 1 ? tiles : tiles / tasksWanted)
+        let chunks = (tiles + chunk - 1) / chunk
+        let pairSplit = chunks >= tasksWanted ? 1 : Swift.min((pairs + 1) / 2, (tasksWanted + chunks - 1) / chunks)
+        let pairRanges = Parallel.ranges(pairs, parts: pairSplit, align: 2)
+        let (x, y, r) = (UnsafePointer(input.pointer), output.pointer, residual.map { UnsafePointer($0.pointer) })
+        let (lo, hi) = Self.clampBounds(activation)
+        let panel = reductionBlocks * taps * lanes * 16
+        let rowStride = c.dilationH * si.wp * 8
+        let outBlocks = so.blocks
+        Parallel.forEach(chunks * pairRanges.count, threads: threads) { t in
+            let jr = pairRanges[t % pairRanges.count]
+            let ci = t / pairRanges.count
+            for tileIndex in (ci * chunk)..<Swift.min(tiles, (ci + 1) * chunk) {
+                let n = tileIndex / (p.height * segments), rest = tileIndex % (p.height * segments)
+                let oy = rest / segments, segment = rest % segments
+                let ox0 = Swift.min(segment * tile, p.width - tile)
+                let first = segment * tile - ox0
+                let xo = x + n * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, ox0 - c.padW)
+                let out = n * so.imageStride + so.pixelOffset(oy * p.strideH + p.offsetY, ox0 * p.strideW + p.offsetX)
+                var j = jr.lowerBound
+                while j < jr.upperBound {
+                    let off = 2 * j * so.blockStride
+                    let (w, yj, rj, bj) = (UnsafePointer(packed + j * panel), y + off, r.map { $0 + off }, UnsafePointer(bias + 16 * j))
+                    if tile == 16 {
+                        Self.convRow16x16(xo, rowStride, c.kernelH, reductionBlocks, si.blockStride, w, panel, yj, out,
+                                          8 * p.strideW, so.blockStride, first, Swift.min(2, outBlocks - 2 * j), bj, rj, lo, hi)
+                        j += 1
+                    } else if j + 1 < jr.upperBound {
+                        Self.convRow8x32(xo, rowStride, c.kernelH, reductionBlocks, si.blockStride, w, panel, yj, out,
+                                         8 * p.strideW, so.blockStride, first, Swift.min(4, outBlocks - 2 * j), bj, rj, lo, hi)
+                        j += 2
+                    } else {
+                        Self.convRow8x16(xo, rowStride, c.kernelH, reductionBlocks, si.blockStride, w, panel, yj, out,
+                                         8 * p.strideW, so.blockStride, first, Swift.min(2, outBlocks - 2 * j), bj, rj, lo, hi)
+                        j += 1
                     }
                 }
             }
@@ -511,26 +580,46 @@ public final class BlockedConv2D: @unchecked Sendable {
         if nPix > 5 { ep.store(5, c50, c51) }
     }
 
+    /// `Epilogue16` for the row kernels: pixel i lands at `out + i·outStep`.
+    struct RowEpilogue16 {
+        let e: Epilogue16, out: Int, outStep: Int
+
+        @inline(__always)
+        init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, out: Int,
+             outStep: Int, blockStride: Int, blocks: Int, lo: Float, hi: Float) {
+            e = Epilogue16(bias: bias, residual: residual, y: y, pixOut: nil, blockStride: blockStride, blocks: blocks,
+                           lo: lo, hi: hi)
+            (self.out, self.outStep) = (out, outStep)
+        }
+
+        @_transparent
+        func store(_ i: Int, _ v: SIMD16<Float>) { e.store(at: out + i * outStep, v) }
+    }
+
     /// Bias, residual, clamp and store of one pixel's 16 channels held in one 16-lane vector:
     /// the low half goes to the first 8-channel block, the high half `blockStride` floats on.
     struct Epilogue16 {
         let b: SIMD16<Float>, lo: SIMD16<Float>, hi: SIMD16<Float>
-        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>
+        let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>?
         let blockStride: Int, blocks: Int
 
         /// `blocks`: how many of the two 8-channel blocks exist (≤ 0: none, nothing is stored).
         @inline(__always)
         init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-             pixOut: UnsafePointer<Int>, blockStride: Int, blocks: Int, lo: Float, hi: Float) {
+             pixOut: UnsafePointer<Int>?, blockStride: Int, blocks: Int, lo: Float, hi: Float) {
             b = blocks > 0 ? load16(bias) : SIMD16()
             self.lo = SIMD16(repeating: lo); self.hi = SIMD16(repeating: hi)
             (self.residual, self.y, self.pixOut, self.blockStride, self.blocks) = (residual, y, pixOut, blockStride, blocks)
         }
 
+        /// Pixel i of the pixel table.
         @_transparent
-        func store(_ i: Int, _ v: SIMD16<Float>) {
+        func store(_ i: Int, _ v: SIMD16<Float>) { store(at: pixOut.unsafelyUnwrapped[i], v) }
+
+        /// The pixel at offset o.
+        @_transparent
+        func store(at o: Int, _ v: SIMD16<Float>) {
             if blocks <= 0 { return }
-            let o = pixOut[i]
             var a = v + b
             if let r = residual {
                 a += blocks > 1 ? load8x2(r + o, blockStride) : SIMD16(lowHalf: load8(r + o), highHalf: SIMD8())
