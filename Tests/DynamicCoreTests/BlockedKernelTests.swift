@@ -147,7 +147,12 @@ final class BlockedWeightGradientTests: XCTestCase {
                   Case(cin: 5, cout: 9, k: 5, s: 1, p: 2, d: 1, h: 7, w: 6), Case(cin: 4, cout: 8, k: 3, s: 1, p: 2, d: 2, h: 9, w: 9),
                   // 3, 5 and 8 output blocks: whole and partial 32-channel tiles of the wide kernel.
                   Case(cin: 2, cout: 17, k: 3, s: 1, p: 1, d: 1, h: 5, w: 5), Case(cin: 3, cout: 40, k: 3, s: 1, p: 1, d: 1, h: 4, w: 6),
-                  Case(cin: 2, cout: 64, k: 1, s: 1, p: 0, d: 1, h: 3, w: 3)]
+                  Case(cin: 2, cout: 64, k: 1, s: 1, p: 0, d: 1, h: 3, w: 3),
+                  // Row kernels: 3, 5 and 1 output blocks, 1–3 input blocks, padding 0 and 1.
+                  Case(cin: 20, cout: 24, k: 3, s: 1, p: 1, d: 1, h: 4, w: 7), Case(cin: 9, cout: 40, k: 3, s: 1, p: 0, d: 1, h: 5, w: 6),
+                  Case(cin: 17, cout: 8, k: 3, s: 1, p: 1, d: 1, h: 3, w: 2),
+                  // Without padding the last input of a row is real data: W + 2 inputs ≡ 2 (mod 3) reach the tail.
+                  Case(cin: 9, cout: 16, k: 3, s: 1, p: 0, d: 1, h: 4, w: 8), Case(cin: 8, cout: 24, k: 3, s: 1, p: 0, d: 1, h: 3, w: 11)]
         forEachKernelWidth { width in
         for c in cases {
             let cfg = Conv2DConfig(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.s, padding: c.p, dilation: c.d)
@@ -156,10 +161,12 @@ final class BlockedWeightGradientTests: XCTestCase {
                 let o = cfg.outputSize(h: c.h, w: c.w)
                 let dy = Tensor.normal([n, c.cout, o.h, o.w], rng: &rng)
                 let ref = Reference.conv2dBackwardWeight(dy, input: x, config: cfg)
-                for threads in [1, 2, 3] {
-                    let got = BlockedConvWeightGradient.compute(input: BlockedBuffer(x, halo: c.p), gradOutput: BlockedBuffer(dy, halo: 0),
+                // dY with a halo reaches the 16-lane row kernels (3-wide stride-1 taps); without, the tiles.
+                for (threads, dyHalo) in [(1, 0), (2, 0), (3, 0), (1, 1), (2, 1), (3, 2)] {
+                    let got = BlockedConvWeightGradient.compute(input: BlockedBuffer(x, halo: c.p),
+                                                               gradOutput: BlockedBuffer(dy, halo: dyHalo),
                                                                config: cfg, threads: threads)
-                    assertClose(got, ref, tol: 3e-6, "\(c) n=\(n) threads=\(threads) \(width)")
+                    assertClose(got, ref, tol: 3e-6, "\(c) n=\(n) threads=\(threads) dY halo \(dyHalo) \(width)")
                 }
             }
         }
