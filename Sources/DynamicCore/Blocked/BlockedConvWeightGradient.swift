@@ -45,12 +45,7 @@ public enum BlockedConvWeightGradient {
             rowOffsets[r] = (ci / 8) * si.blockStride + ((t / c.kernelW) * c.dilationH * si.wp
                                                          + (t % c.kernelW) * c.dilationW) * 8 + ci % 8
         }
-        // Start of every output row of one image: window origin in x, position in dy.
-        var rowIn = [Int](repeating: 0, count: so.h), rowOut = rowIn
-        for oy in 0..<so.h {
-            rowIn[oy] = si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
-            rowOut[oy] = so.pixelOffset(oy, 0)
-        }
+        let (rowIn, rowOut) = rowStarts(si, so, c)
         // dWᵀ tiles: [rowsPerTile][8·blocksPerTile] each (a wide tile with ≤ 2 blocks: [12][16]),
         // reshaped to [Cout, Cin, kh, kw] at the end.
         let tiles = rowTiles * coTiles
@@ -62,35 +57,25 @@ public enum BlockedConvWeightGradient {
         // Output rows per chunk: dY (32 B per block) and input windows (≈ 32 B per block, times
         // the stride's area) of a chunk fit in about half of L1.
         let bytesPerPixel = 32 * (so.blocks + si.blocks * c.strideH * c.strideW)
-        let chunkRows = Swift.max(1, (16 << 10) / (bytesPerPixel * so.w))
         rowOffsets.withUnsafeBufferPointer { ro in
             rowIn.withUnsafeBufferPointer { rin in
                 rowOut.withUnsafeBufferPointer { rout in
-                    let parts = Parallel.ranges(tiles, parts: Swift.max(1, threads ?? Parallel.defaultThreads))
-                    Parallel.forEach(parts.count, threads: parts.count) { part in
-                        for n in 0..<si.n {
-                            var r0 = 0
-                            while r0 < so.h {
-                                let count = Swift.min(chunkRows, so.h - r0)
-                                for tile in parts[part] {
-                                    let rt = tile / coTiles, ct = tile % coTiles
-                                    let b0 = ct * blocksPerTile, nb = Swift.min(blocksPerTile, so.blocks - b0)
-                                    // A missing dY block reads an existing one again; its sums are never read.
-                                    let bs = so.blockStride
-                                    let (xt, rowsT) = (xp + n * si.imageStride, ro.baseAddress! + rt * rowsPerTile)
-                                    let (yt, at) = (yp + n * so.imageStride + b0 * bs, acc + tile * tileFloats)
-                                    let (ri, rq) = (rin.baseAddress! + r0, rout.baseAddress! + r0)
-                                    if !wide {
-                                        tile6x16(xt, rowsT, yt, nb > 1 ? bs : 0, ri, rq, count, so.w, 8 * c.strideW, at)
-                                    } else if nb > 2 {
-                                        tile12x32(xt, rowsT, yt, bs, 2 * bs, nb > 3 ? 3 * bs : 2 * bs, ri, rq, count, so.w,
-                                                  8 * c.strideW, at)
-                                    } else {
-                                        tile12x16(xt, rowsT, yt, nb > 1 ? bs : 0, 0, 0, ri, rq, count, so.w, 8 * c.strideW, at)
-                                    }
-                                }
-                                r0 += count
-                            }
+                    sweep(tiles: tiles, images: si.n, rows: so.h, chunkRows: (16 << 10) / (bytesPerPixel * so.w),
+                          threads: threads) { n, r0, count, tile in
+                        let rt = tile / coTiles, ct = tile % coTiles
+                        let b0 = ct * blocksPerTile, nb = Swift.min(blocksPerTile, so.blocks - b0)
+                        // A missing dY block reads an existing one again; its sums are never read.
+                        let bs = so.blockStride
+                        let (xt, rowsT) = (xp + n * si.imageStride, ro.baseAddress! + rt * rowsPerTile)
+                        let (yt, at) = (yp + n * so.imageStride + b0 * bs, acc + tile * tileFloats)
+                        let (ri, rq) = (rin.baseAddress! + r0, rout.baseAddress! + r0)
+                        if !wide {
+                            tile6x16(xt, rowsT, yt, nb > 1 ? bs : 0, ri, rq, count, so.w, 8 * c.strideW, at)
+                        } else if nb > 2 {
+                            tile12x32(xt, rowsT, yt, bs, 2 * bs, nb > 3 ? 3 * bs : 2 * bs, ri, rq, count, so.w,
+                                      8 * c.strideW, at)
+                        } else {
+                            tile12x16(xt, rowsT, yt, nb > 1 ? bs : 0, 0, 0, ri, rq, count, so.w, 8 * c.strideW, at)
                         }
                     }
                 }
@@ -146,40 +131,24 @@ public enum BlockedConvWeightGradient {
         let acc = UnsafeMutablePointer<Float>.allocate(capacity: tiles.count * tileFloats)
         acc.initialize(repeating: 0, count: tiles.count * tileFloats)
         defer { acc.deallocate() }
-        // Start of every output row of one image: window origin in x (tap row 0), first pixel in dy.
-        var rowIn = [Int](repeating: 0, count: so.h), rowOut = rowIn
-        for oy in 0..<so.h {
-            rowIn[oy] = si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
-            rowOut[oy] = so.pixelOffset(oy, 0)
-        }
+        let (rowIn, rowOut) = rowStarts(si, so, c)
         let bytesPerPixel = 32 * (so.blocks + si.blocks * c.strideH)
-        let chunkRows = Swift.max(1, (16 << 10) / (bytesPerPixel * so.w))
         let (xp, yp) = (UnsafePointer(x.pointer), UnsafePointer(dy.pointer))
         let bs = so.blockStride
         rowIn.withUnsafeBufferPointer { rin in
             rowOut.withUnsafeBufferPointer { rout in
-                let parts = Parallel.ranges(tiles.count, parts: Swift.max(1, threads ?? Parallel.defaultThreads))
-                Parallel.forEach(parts.count, threads: parts.count) { part in
-                    for n in 0..<si.n {
-                        var r0 = 0
-                        while r0 < so.h {
-                            let count = Swift.min(chunkRows, so.h - r0)
-                            for t in parts[part] {
-                                let tile = tiles[t], g = tile.group
-                                let xt = xp + n * si.imageStride + tile.inBlock * si.blockStride
-                                    + tile.ky * c.dilationH * si.wp * 8 + tile.ciOffset
-                                let yt = yp + n * so.imageStride + g.block * bs
-                                // A missing dY block reads an existing one again; its sums are never read.
-                                let (ri, rq, at) = (rin.baseAddress! + r0, rout.baseAddress! + r0, acc + t * tileFloats)
-                                if g.blocks > 2 {
-                                    wgradRow4x32(xt, yt, bs, 2 * bs, g.blocks > 3 ? 3 * bs : 2 * bs, ri, rq, count,
-                                                 so.w + 2, at)
-                                } else {
-                                    wgradRow8x16(xt, yt, g.blocks > 1 ? bs : 0, 0, 0, ri, rq, count, so.w + 2, at)
-                                }
-                            }
-                            r0 += count
-                        }
+                sweep(tiles: tiles.count, images: si.n, rows: so.h, chunkRows: (16 << 10) / (bytesPerPixel * so.w),
+                      threads: threads) { n, r0, count, t in
+                    let tile = tiles[t], g = tile.group
+                    let xt = xp + n * si.imageStride + tile.inBlock * si.blockStride
+                        + tile.ky * c.dilationH * si.wp * 8 + tile.ciOffset
+                    let yt = yp + n * so.imageStride + g.block * bs
+                    // A missing dY block reads an existing one again; its sums are never read.
+                    let (ri, rq, at) = (rin.baseAddress! + r0, rout.baseAddress! + r0, acc + t * tileFloats)
+                    if g.blocks > 2 {
+                        wgradRow4x32(xt, yt, bs, 2 * bs, g.blocks > 3 ? 3 * bs : 2 * bs, ri, rq, count, so.w + 2, at)
+                    } else {
+                        wgradRow8x16(xt, yt, g.blocks > 1 ? bs : 0, 0, 0, ri, rq, count, so.w + 2, at)
                     }
                 }
             }
@@ -198,6 +167,35 @@ public enum BlockedConvWeightGradient {
                             w[(co * c.inChannels + cin) * kk + tile.ky * 3 + kx] = acc[t * tileFloats + (kx * cpt + ci) * width + k]
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Start of every output row of one image: window origin in x (tap (0, 0)), first pixel in dy.
+    static func rowStarts(_ si: BlockedShape, _ so: BlockedShape, _ c: Conv2DConfig) -> (rowIn: [Int], rowOut: [Int]) {
+        var rowIn = [Int](repeating: 0, count: so.h), rowOut = rowIn
+        for oy in 0..<so.h {
+            rowIn[oy] = si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
+            rowOut[oy] = so.pixelOffset(oy, 0)
+        }
+        return (rowIn, rowOut)
+    }
+
+    /// Calls body(image, firstRow, rowCount, tile) for every image and chunk of `chunkRows` output
+    /// rows (at least 1), each thread sweeping its contiguous share of the tiles over a chunk while
+    /// the chunk's inputs are in L1. Every tile sums images and rows in order, whatever the thread count.
+    static func sweep(tiles: Int, images: Int, rows: Int, chunkRows: Int, threads: Int?,
+                      _ body: (Int, Int, Int, Int) -> Void) {
+        let chunk = Swift.max(1, chunkRows)
+        let parts = Parallel.ranges(tiles, parts: Swift.max(1, threads ?? Parallel.defaultThreads))
+        Parallel.forEach(parts.count, threads: parts.count) { part in
+            for n in 0..<images {
+                var r0 = 0
+                while r0 < rows {
+                    let count = Swift.min(chunk, rows - r0)
+                    for tile in parts[part] { body(n, r0, count, tile) }
+                    r0 += count
                 }
             }
         }

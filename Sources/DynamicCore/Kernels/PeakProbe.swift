@@ -1,3 +1,5 @@
+import DynamicShims
+
 /// Measures the machine's FP32 FMA throughput with register-only work (12 independent
 /// accumulators, no memory traffic) at the kernels' vector width: the honest denominator for
 /// "% of peak". With AVX-512 on a core with full-width FMA units (Zen 5, Intel server cores)
@@ -15,28 +17,21 @@ public enum PeakProbe {
     }
 
     @inline(never)
-    static func fmaLoop8(iterations: Int, seed: Float) -> Float {
-        let a = SIMD8<Float>(repeating: 0.999_999), b = SIMD8<Float>(repeating: 1e-7)
-        var c0 = SIMD8<Float>(repeating: seed), c1 = c0 + 1, c2 = c0 + 2, c3 = c0 + 3, c4 = c0 + 4, c5 = c0 + 5
-        var c6 = c0 + 6, c7 = c0 + 7, c8 = c0 + 8, c9 = c0 + 9, c10 = c0 + 10, c11 = c0 + 11
-        for _ in 0..<iterations {
-            c0 = fmadd(b, c0, a); c1 = fmadd(b, c1, a); c2 = fmadd(b, c2, a); c3 = fmadd(b, c3, a)
-            c4 = fmadd(b, c4, a); c5 = fmadd(b, c5, a); c6 = fmadd(b, c6, a); c7 = fmadd(b, c7, a)
-            c8 = fmadd(b, c8, a); c9 = fmadd(b, c9, a); c10 = fmadd(b, c10, a); c11 = fmadd(b, c11, a)
-        }
-        let s = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11))
-        return s.sum()
-    }
+    static func fmaLoop8(iterations: Int, seed: Float) -> Float { fmaLoop(SIMD8<Float>.self, iterations, seed) }
 
     @inline(never)
-    static func fmaLoop16(iterations: Int, seed: Float) -> Float {
-        let a = SIMD16<Float>(repeating: 0.999_999), b = SIMD16<Float>(repeating: 1e-7)
-        var c0 = SIMD16<Float>(repeating: seed), c1 = c0 + 1, c2 = c0 + 2, c3 = c0 + 3, c4 = c0 + 4, c5 = c0 + 5
+    static func fmaLoop16(iterations: Int, seed: Float) -> Float { fmaLoop(SIMD16<Float>.self, iterations, seed) }
+
+    /// 12 independent accumulators c ← b·c + a (fused when the target has FMA).
+    @inline(__always)
+    private static func fmaLoop<V: SIMD>(_: V.Type, _ iterations: Int, _ seed: Float) -> Float where V.Scalar == Float {
+        let a = V(repeating: 0.999_999), b = V(repeating: 1e-7)
+        @inline(__always) func f(_ c: V) -> V { dyn_target_has_fma() != 0 ? a.addingProduct(b, c) : a + b * c }
+        var c0 = V(repeating: seed), c1 = c0 + 1, c2 = c0 + 2, c3 = c0 + 3, c4 = c0 + 4, c5 = c0 + 5
         var c6 = c0 + 6, c7 = c0 + 7, c8 = c0 + 8, c9 = c0 + 9, c10 = c0 + 10, c11 = c0 + 11
         for _ in 0..<iterations {
-            c0 = fmadd(b, c0, a); c1 = fmadd(b, c1, a); c2 = fmadd(b, c2, a); c3 = fmadd(b, c3, a)
-            c4 = fmadd(b, c4, a); c5 = fmadd(b, c5, a); c6 = fmadd(b, c6, a); c7 = fmadd(b, c7, a)
-            c8 = fmadd(b, c8, a); c9 = fmadd(b, c9, a); c10 = fmadd(b, c10, a); c11 = fmadd(b, c11, a)
+            c0 = f(c0); c1 = f(c1); c2 = f(c2); c3 = f(c3); c4 = f(c4); c5 = f(c5)
+            c6 = f(c6); c7 = f(c7); c8 = f(c8); c9 = f(c9); c10 = f(c10); c11 = f(c11)
         }
         let s = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11))
         return s.sum()
