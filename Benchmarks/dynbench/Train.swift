@@ -8,7 +8,7 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                       --out DIR [--epochs N] [--batch B] [--lr LR] [--momentum M] [--weight-decay WD]
                       [--nesterov] [--schedule cosine|multistep|constant] [--warmup-epochs K]
                       [--label-smoothing S] [--no-bias-decay] [--zero-init-residual]
-                      [--crop-pad P] [--flip|--no-flip] [--alternating-flip] [--val N] [--seed S]
+                      [--crop-pad P] [--flip|--no-flip] [--alternating-flip] [--cutout SIZE] [--val N] [--seed S]
                       [--threads T] [--eval-batch B] [--test-every K] [--time-budget SECONDS] [--tta]
                       [--small-crop SIZE:FRACTION[,SIZE:FRACTION…]]
                       [--cnn-stages 32:64:] [--cnn-head gap|flatten|flatten:H] [--resume]
@@ -35,6 +35,8 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                stages ramp up: 20:0.3,24:0.6 is 20 px until 30 %, 24 px until 60 %, then full size.
                --alternating-flip: each image's flip is random in the first epoch and inverted every
                other epoch after (derandomized flipping: both views in every pair of epochs).
+               --cutout SIZE: after crop and flip, zero a SIZE×SIZE square at a random centre
+               (DeVries & Taylor 2017; 0 = off).
                --no-bias-decay: no weight decay on biases and batch-norm γ/β; --zero-init-residual:
                every residual block's last batch-norm γ starts at 0 (resnet models).
                --cnn-stages: cnn-small's conv widths, stages separated by ':' (max pool between stages),
@@ -192,7 +194,7 @@ func runTrain(_ argv: [String]) throws {
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
                                  "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head",
-                                 "--time-budget", "--small-crop"])
+                                 "--time-budget", "--small-crop", "--cutout"])
     let dataset = try DatasetChoice(a.required("--dataset"))
     let dataDir = URL(fileURLWithPath: try a.required("--data"))
     let outDir = URL(fileURLWithPath: try a.required("--out"))
@@ -228,6 +230,7 @@ func runTrain(_ argv: [String]) throws {
         guard augmentation.horizontalFlip else { throw CLIError(description: "--alternating-flip needs flips (--flip)") }
         augmentation.alternatingFlip = true
     }
+    augmentation.cutout = try a.int("--cutout", 0)
 
     warnAboutBuild()
     Parallel.defaultThreads = threads
@@ -304,6 +307,7 @@ func runTrain(_ argv: [String]) throws {
     ].merging(model.name == "cnn-small" ? ["cnn_stages": cnn.stagesText, "cnn_head": cnn.headText] : [:]) { a, _ in a }
     if noBiasDecay { config["no_bias_decay"] = "true" }
     if augmentation.alternatingFlip { config["alternating_flip"] = "true" }
+    if augmentation.cutout > 0 { config["cutout"] = String(augmentation.cutout) }
     if zeroInitResidual { config["zero_init_residual"] = "true" }
     if let budgetSeconds { config["time_budget_s"] = String(budgetSeconds) }
     if let smallCropText { config["small_crop"] = smallCropText }
@@ -342,6 +346,7 @@ func runTrain(_ argv: [String]) throws {
           + (smoothing > 0 ? ", label smoothing \(smoothing)" : "")
           + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)"
           + (augmentation.alternatingFlip ? " (alternating)" : "")
+          + (augmentation.cutout > 0 ? " cutout \(augmentation.cutout)" : "")
           + (zeroInitResidual ? ", residual branches start at γ = 0" : "")
           + (smallCropText.map { ", small crops \($0) (size:fraction)" } ?? ""))
 

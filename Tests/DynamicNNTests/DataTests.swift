@@ -260,6 +260,42 @@ final class DataTests: XCTestCase {
         }
     }
 
+    /// Cutout zeroes one square per image (clipped at the borders) in every channel and leaves
+    /// the rest as the crop and flip made it; without it, the batches are those of before.
+    func testCutout() {
+        var rng = SeededRNG(seed: 3)
+        let data = LabeledImages(channels: 2, height: 8, width: 8, classCount: 10,
+                                 pixels: (0..<(40 * 128)).map { _ in UInt8(1 + rng.next() % 255) }, labels: (0..<40).map { $0 % 10 })
+        let norm = Normalization(mean: [0, 0], std: [1, 1])     // pixels stay > 0: every exact 0 is cutout's
+        func images(_ aug: Augmentation) -> [[Float]] {
+            let out = MiniBatches(data, batchSize: 40, normalization: norm, augmentation: aug, seed: 5).epoch(1)[0].images
+            return (0..<40).map { Array(out.scalars[($0 * 128)..<(($0 + 1) * 128)]) }
+        }
+        let source = images(.none)
+        var aug = Augmentation(horizontalFlip: true)
+        let flipped = images(aug)
+        aug.cutout = 4
+        let cut = images(aug)
+        var clipped = 0, whole = 0
+        for i in 0..<40 {
+            let zeros = (0..<64).filter { cut[i][$0] == 0 }
+            XCTAssertEqual(zeros, (0..<64).filter { cut[i][64 + $0] == 0 }, "image \(i): channels differ")
+            let ys = Set(zeros.map { $0 / 8 }), xs = Set(zeros.map { $0 % 8 })
+            XCTAssertTrue((2...4).contains(ys.count) && (2...4).contains(xs.count), "image \(i): \(ys.count)×\(xs.count) square")
+            XCTAssertEqual(zeros.count, ys.count * xs.count, "image \(i): not a rectangle")
+            XCTAssertEqual(ys.max()! - ys.min()! + 1, ys.count)
+            XCTAssertEqual(xs.max()! - xs.min()! + 1, xs.count)
+            if zeros.count == 16 { whole += 1 } else { clipped += 1 }
+            for k in 0..<128 where !zeros.contains(k % 64) {
+                // Outside the square: the flipped (or plain) source, as without cutout.
+                XCTAssertTrue(cut[i][k] == source[i][k] || cut[i][k] == source[i][(k / 8) * 8 + 7 - k % 8], "image \(i) pixel \(k)")
+            }
+        }
+        XCTAssertTrue(whole > 0 && clipped > 0, "squares: \(whole) whole, \(clipped) clipped")
+        aug.cutout = 0
+        XCTAssertEqual(images(aug), flipped, "cutout 0 must not change the draws")
+    }
+
     func testValidationSplitIsDisjointAndSeeded() {
         let data = makeImages(count: 50, channels: 1, size: 2)
         let (train, val) = data.split(validationCount: 12, seed: 9)
