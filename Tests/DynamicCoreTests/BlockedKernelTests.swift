@@ -190,6 +190,27 @@ final class ConvVariantCatalogTests: XCTestCase {
         }
     }
 
+    /// Which microkernel each ResNet pass runs, per width: the row kernels where taps are 3 wide at
+    /// stride 1 and rows long enough, 16-channel variants for a single pair of blocks.
+    func testKernelNamesFollowTheShapes() {
+        let expected: [(String, String, String)] = [
+            ("conv3x3_c16_k16_32x32", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-row16x16"),
+            ("conv3x3_c64_k64_8x8", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-row8x32"),
+            ("conv3x3s2_c16_k32_32x32", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-8x32"),
+            ("conv3x3_c3_k16_32x32", "f32-conv-im2col-6x16", "f32-conv-im2col-8x16"),
+            ("dgrad3x3_c16_k16_32x32", "f32-convdgrad-nchw8c-6x16", "f32-convdgrad-nchw8c-row16x16"),
+            ("dgrad3x3s2_c16_k32_32x32", "f32-convdgrad-nchw8c-6x16", "f32-convdgrad-nchw8c-8x16"),
+            ("wgrad3x3_c16_k16_32x32", "f32-convwgrad-nchw8c-6x16", "f32-convwgrad-nchw8c-row8x16"),
+            ("wgrad3x3_c64_k64_32x32", "f32-convwgrad-nchw8c-6x16", "f32-convwgrad-nchw8c-row4x32"),
+            ("wgrad3x3_c64_k64_8x8", "f32-convwgrad-nchw8c-6x16", "f32-convwgrad-nchw8c-12x32"),
+        ]
+        for (name, narrow, wide) in expected {
+            let v = ConvVariant(name: name)!
+            XCTAssertEqual(KernelWidth.with(.simd8) { v.kernelName }, narrow, name)
+            XCTAssertEqual(KernelWidth.with(.simd16) { v.kernelName }, wide, name)
+        }
+    }
+
     func testNamesParseStrictly() {
         XCTAssertEqual(ConvVariant(name: "wgrad1x1s2_c16_k32_32x32")?.config,
                        Conv2DConfig(inChannels: 16, outChannels: 32, kernelSize: 1, stride: 2))

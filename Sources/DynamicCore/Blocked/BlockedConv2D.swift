@@ -17,8 +17,17 @@ import Foundation
 /// Supports groups = 1, any kernel size, stride, padding and dilation. Output channels are
 /// processed in pairs of blocks (16); a trailing single block is handled.
 public final class BlockedConv2D: @unchecked Sendable {
-    /// The microkernel `run` uses under the current `KernelWidth`.
-    public static var kernelName: String { KernelWidth.current == .simd16 ? "f32-conv-nchw8c-8x32" : "f32-conv-nchw8c-6x16" }
+    /// The microkernel that `run` uses for `config` on output rows `outputWidth` wide, under the
+    /// current `KernelWidth` (a single pair of output blocks takes the 16-channel variant).
+    public static func kernelName(for config: Conv2DConfig, outputWidth: Int) -> String {
+        let one = config.outChannels <= 16
+        if KernelWidth.current == .simd8 { return config.inChannels < 8 ? "f32-conv-im2col-6x16" : "f32-conv-nchw8c-6x16" }
+        if config.inChannels < 8 { return one ? "f32-conv-im2col-8x16" : "f32-conv-im2col-8x32" }
+        if let p = rowTilePixels(config, pairs: (config.outChannels + 15) / 16, outputWidth: outputWidth) {
+            return p == 16 ? "f32-conv-nchw8c-row16x16" : "f32-conv-nchw8c-row8x32"
+        }
+        return one ? "f32-conv-nchw8c-8x16" : "f32-conv-nchw8c-8x32"
+    }
     /// Output pixels per tile of a kernel width.
     static func tilePixels(_ width: KernelWidth) -> Int { width == .simd16 ? 8 : 6 }
     /// Pixel tables are padded to this many entries so both widths read whole tiles.
@@ -237,8 +246,11 @@ public final class BlockedConv2D: @unchecked Sendable {
     /// Pixels per row tile when the row kernels apply: taps 3 wide at stride 1 and dilation 1 along
     /// x, output rows at least one tile wide. 16 for a single pair of output blocks, else 8.
     func rowTilePixels(outputWidth: Int) -> Int? {
-        let c = config
-        guard !usesIm2col, c.kernelW == 3, c.strideW == 1, c.dilationW == 1 else { return nil }
+        usesIm2col ? nil : Self.rowTilePixels(config, pairs: pairs, outputWidth: outputWidth)
+    }
+
+    static func rowTilePixels(_ c: Conv2DConfig, pairs: Int, outputWidth: Int) -> Int? {
+        guard c.kernelW == 3, c.strideW == 1, c.dilationW == 1 else { return nil }
         let p = pairs == 1 ? 16 : 8
         return outputWidth >= p ? p : nil
     }

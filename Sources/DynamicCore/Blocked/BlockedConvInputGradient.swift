@@ -7,7 +7,15 @@
 /// its pixels — exactly the useful multiply-adds (zero-stuffing dY would do s_h·s_w times more).
 /// Stride 1 is the single phase with every tap: padding (k − 1)·d − p.
 public final class BlockedConvInputGradient: @unchecked Sendable {
-    public static let kernelName = "f32-convdgrad-nchw8c-6x16"
+    /// The forward kernel the first phase runs on, for an input `inputWidth` wide (phases of a
+    /// strided convolution have fewer taps and narrower output rows).
+    public static func kernelName(for c: Conv2DConfig, inputWidth: Int) -> String {
+        let kxs = taps(0, c.padW, c.kernelW, c.dilationW, c.strideW)
+        let phase = Conv2DConfig(inChannels: Swift.max(c.outChannels, 8), outChannels: c.inChannels,
+                                 kernelSize: (Swift.max(1, taps(0, c.padH, c.kernelH, c.dilationH, c.strideH).count), Swift.max(1, kxs.count)))
+        let forward = BlockedConv2D.kernelName(for: phase, outputWidth: (inputWidth + c.strideW - 1) / c.strideW)
+        return forward.replacingOccurrences(of: "f32-conv-", with: "f32-convdgrad-")
+    }
     /// The forward convolution.
     public let config: Conv2DConfig
 

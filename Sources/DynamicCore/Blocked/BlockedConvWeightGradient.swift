@@ -11,8 +11,23 @@ import Foundation
 /// rows whose inputs stay in L1 while all of a thread's tiles sweep them. Every tile reduces the
 /// images in order, so the result does not depend on the thread count.
 public enum BlockedConvWeightGradient {
-    public static var kernelName: String {
-        KernelWidth.current == .simd16 ? "f32-convwgrad-nchw8c-12x32" : "f32-convwgrad-nchw8c-6x16"
+    /// The microkernel `compute` uses for `config`, output rows `outputWidth` wide and a dY halo.
+    public static func kernelName(for c: Conv2DConfig, outputWidth: Int, gradOutputHalo: Int) -> String {
+        guard KernelWidth.current == .simd16 else { return "f32-convwgrad-nchw8c-6x16" }
+        let one = c.outChannels <= 16
+        if usesRows(c, outputBlocks: (c.outChannels + 7) / 8, outputWidth: outputWidth, gradOutputHalo: gradOutputHalo) {
+            return one ? "f32-convwgrad-nchw8c-row8x16" : "f32-convwgrad-nchw8c-row4x32"
+        }
+        return one ? "f32-convwgrad-nchw8c-12x16" : "f32-convwgrad-nchw8c-12x32"
+    }
+
+    /// Whether the 16-lane row kernels run. They pay where rows are long or output channels few
+    /// (16-channel tiles lose half their broadcasts to the 12-row tiles); on short rows of many
+    /// channels the 12 × 32 tiles win (measured at batch 128: 64 channels on 8×8, 173 vs 211
+    /// GFLOP/s on one core).
+    static func usesRows(_ c: Conv2DConfig, outputBlocks: Int, outputWidth: Int, gradOutputHalo: Int) -> Bool {
+        KernelWidth.current == .simd16 && c.kernelW == 3 && c.strideW == 1 && c.dilationW == 1 && gradOutputHalo >= 1
+            && (outputBlocks <= 2 || outputWidth >= 32)
     }
 
     /// x: [N, Cin, H, W] with halo ≥ padding; dy: [N, Cout, Ho, Wo] (any halo) → [Cout, Cin, kh, kw].
@@ -23,11 +38,7 @@ public enum BlockedConvWeightGradient {
         precondition(si.c == c.inChannels && si.halo >= c.padH && si.halo >= c.padW, "wgrad input \(si) mismatched")
         let o = c.outputSize(h: si.h, w: si.w)
         precondition(so.n == si.n && so.c == c.outChannels && so.h == o.h && so.w == o.w, "wgrad gradOutput \(so) mismatched")
-        // The row kernels pay where rows are long or output channels few (16-channel tiles lose half
-        // their broadcasts to the 12-row tiles); on short rows of many channels the 12 × 32 tiles win
-        // (measured at batch 128: 64 channels on 8×8, 173 vs 211 GFLOP/s on one core).
-        if KernelWidth.current == .simd16 && c.kernelW == 3 && c.strideW == 1 && c.dilationW == 1 && so.halo >= 1
-            && (so.blocks <= 2 || so.w >= 32) {
+        if usesRows(c, outputBlocks: so.blocks, outputWidth: so.w, gradOutputHalo: so.halo) {
             return computeRows(input: x, gradOutput: dy, config: c, threads: threads)
         }
         let taps = c.kernelH * c.kernelW

@@ -1,8 +1,8 @@
 /// A dense convolution kernel variant by name — the one table the tests and `dynbench` both
 /// iterate (DESIGN §2). Names are `{pass}{k}x{k}[s{stride}]_c{Cin}_k{Cout}_{H}x{W}`, padding k/2:
-/// `conv…` runs `f32-conv-nchw8c-6x16` (the im2col route when Cin < 8), `dgrad…` the input
-/// gradient `f32-convdgrad-nchw8c-6x16`, `wgrad…` the weight gradient `f32-convwgrad-nchw8c-6x16`.
-/// All three passes cost 2 × the convolution's multiply-adds.
+/// `conv…` runs the forward convolution (the im2col route when Cin < 8), `dgrad…` the input
+/// gradient, `wgrad…` the weight gradient; `kernelName` says which microkernel that is under the
+/// current `KernelWidth`. All three passes cost 2 × the convolution's multiply-adds.
 public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
     public enum Pass: String, Sendable, CaseIterable {
         case forward = "conv", inputGradient = "dgrad", weightGradient = "wgrad"
@@ -42,9 +42,11 @@ public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
 
     public var kernelName: String {
         switch pass {
-        case .forward: return BlockedConv2D.kernelName
-        case .inputGradient: return BlockedConvInputGradient.kernelName
-        case .weightGradient: return BlockedConvWeightGradient.kernelName
+        case .forward: return BlockedConv2D.kernelName(for: config, outputWidth: config.outputSize(h: height, w: width).w)
+        case .inputGradient: return BlockedConvInputGradient.kernelName(for: config, inputWidth: width)
+        case .weightGradient:
+            return BlockedConvWeightGradient.kernelName(for: config, outputWidth: config.outputSize(h: height, w: width).w,
+                                                        gradOutputHalo: Swift.max(config.kernelH, config.kernelW))
         }
     }
 
