@@ -54,6 +54,17 @@ final class BlockedTrainingTests: XCTestCase {
         BlockedBatchNorm.applyBackward(k, gradient: bg, input: bz, into: dz)
         _ = assertClose(dz.toTensor(), expected.input, tol: 1e-4, "dz")
         XCTAssertTrue(haloIsZero(dz), "applyBackward wrote into the halo")
+
+        // The same backward with the ReLU mask recomputed from z: equal sums and dz, g untouched.
+        let unmasked = BlockedBuffer(g, halo: 1)
+        let relu2 = BlockedBatchNorm.ReLU.recomputed(scale: scale, shift: shift)
+        let sums2 = BlockedBatchNorm.gradientSums(unmasked, relu: relu2, input: bz)
+        XCTAssertEqual(sums2.sumG, sums.sumG, "Σg with the recomputed mask")
+        XCTAssertEqual(sums2.sumGZ, sums.sumGZ, "Σg·z with the recomputed mask")
+        XCTAssertEqual(unmasked.toTensor().scalars, g.scalars, "the recomputed mask must leave g as it was")
+        let dz2 = BlockedBuffer(bz.shape)
+        BlockedBatchNorm.applyBackward(k, gradient: unmasked, input: bz, relu: relu2, into: dz2)
+        XCTAssertEqual(dz2.toTensor().scalars, dz.toTensor().scalars, "dz with the recomputed mask")
     }
 
     func testGlobalPoolBackward() {

@@ -76,6 +76,40 @@ public enum BlockedBatchNorm {
         }
     }
 
+    /// The ReLU that followed a batch norm, seen from the batch norm's backward.
+    public enum ReLU {
+        /// Its stored output y: the gradient is masked in place, g ← g·[y > 0].
+        case output(BlockedBuffer)
+        /// Recomputed from the batch norm's input z, [z·scale + shift > 0] (exactly `normalize`'s
+        /// arithmetic, so the same mask): nothing more is read, g is left unmasked in memory and
+        /// `applyBackward` masks it again. scale, shift: [C].
+        case recomputed(scale: [Float], shift: [Float])
+    }
+
+    /// Backward reductions of a batch norm whose input was z: with `relu`, g is first masked by
+    /// the ReLU that followed it (in place for `.output`); then per channel Σg and Σg·z.
+    public static func gradientSums(_ g: BlockedBuffer, relu: ReLU?, input z: BlockedBuffer,
+                                    threads: Int? = nil) -> (sumG: [Double], sumGZ: [Double]) {
+        let s = z.shape
+        if case .output(let y) = relu { return gradientSums(g, reluOutput: y, input: z, threads: threads) }
+        guard case .recomputed(let scale, let shift) = relu else { return gradientSums(g, reluOutput: nil, input: z, threads: threads) }
+        precondition(g.shape == s && scale.count == s.c && shift.count == s.c, "gradientSums: buffers must share \(s)")
+        let (gp, zp) = (UnsafePointer(g.pointer), UnsafePointer(z.pointer))
+        let (sc, sh) = (padded(scale, s), padded(shift, s))
+        return planeSums(s, threads: threads) { base, count in
+            var s0 = SIMD8<Float>(), q0 = SIMD8<Float>()
+            let blk = (base / s.blockStride) % s.blocks
+            let (a, t) = (sc[blk], sh[blk])
+            let g = gp + base, z = zp + base
+            for i in stride(from: 0, to: count, by: 8) {
+                let zv = load8(z + i)
+                let v = load8(g + i).replacing(with: 0, where: fmadd(t, zv, a) .<= 0)
+                s0 += v; q0 = fmadd(q0, v, zv)
+            }
+            return (s0, q0)
+        }
+    }
+
     /// Backward reductions of a batch norm whose input was z: when `reluOutput` is given, first
     /// g ← g·[reluOutput > 0] in place (the ReLU that followed it); then per channel Σg and Σg·z.
     public static func gradientSums(_ g: BlockedBuffer, reluOutput: BlockedBuffer?, input z: BlockedBuffer,
@@ -130,13 +164,27 @@ public enum BlockedBatchNorm {
         return r
     }
 
-    /// dz = a·g + b·z + c over the interior (the halo of dz stays zero). a, b, c: [C].
-    public static func applyBackward(_ k: Backward, gradient g: BlockedBuffer, input z: BlockedBuffer,
+    /// dz = a·g + b·z + c over the interior (the halo of dz stays zero). a, b, c: [C]. With
+    /// `relu: .recomputed`, g is masked on the fly as `gradientSums` masked it.
+    public static func applyBackward(_ k: Backward, gradient g: BlockedBuffer, input z: BlockedBuffer, relu: ReLU? = nil,
                                      into dz: BlockedBuffer, threads: Int? = nil) {
         let s = z.shape
         precondition(g.shape == s && dz.shape == s, "applyBackward: buffers must share \(s)")
         let (ka, kb, kc) = (padded(k.a, s), padded(k.b, s), padded(k.c, s))
         let (gp, zp, dp) = (UnsafePointer(g.pointer), UnsafePointer(z.pointer), dz.pointer)
+        if case .recomputed(let scale, let shift) = relu {
+            let (sc, sh) = (padded(scale, s), padded(shift, s))
+            forEachInteriorRow(s, threads: threads) { blk, row, count in
+                let a = ka[blk], b = kb[blk], c = kc[blk], ra = sc[blk], rt = sh[blk]
+                let g = gp + row, z = zp + row, d = dp + row
+                for i in stride(from: 0, to: count, by: 8) {
+                    let zv = load8(z + i)
+                    let gv = load8(g + i).replacing(with: 0, where: fmadd(rt, zv, ra) .<= 0)
+                    store8(fmadd(fmadd(c, zv, b), gv, a), d + i)
+                }
+            }
+            return
+        }
         forEachInteriorRow(s, threads: threads) { blk, row, count in
             let a = ka[blk], b = kb[blk], c = kc[blk]
             let g = gp + row, z = zp + row, d = dp + row

@@ -57,15 +57,16 @@ final class TrainingUnit {
                                             mean: mean, invStd: invStd)
     }
 
-    /// Batch-norm backward from g = dL/d(bn output) (masked in place by `reluOutput` first):
-    /// accumulates dγ, dβ and fills `dz`.
-    func backwardBatchNorm(_ g: BlockedBuffer, reluOutput: BlockedBuffer?, threads: Int) {
-        let sums = BlockedBatchNorm.gradientSums(g, reluOutput: reluOutput, input: z, threads: threads)
+    /// Batch-norm backward from g = dL/d(bn output), masked by the ReLU after the batch norm:
+    /// accumulates dγ, dβ and fills `dz`. `relu`: `.output(y)` masks g in place (others read the
+    /// masked g too); `.recomputed` takes the mask from z and this step's scale and shift.
+    func backwardBatchNorm(_ g: BlockedBuffer, relu: BlockedBatchNorm.ReLU?, threads: Int) {
+        let sums = BlockedBatchNorm.gradientSums(g, relu: relu, input: z, threads: threads)
         let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: mean, invStd: invStd,
                                           gamma: bn.weight.value.scalars, count: z.shape.n * z.shape.h * z.shape.w)
         bn.weight.accumulateGrad(Tensor(shape: [k.gamma.count], scalars: k.gamma))
         bn.bias.accumulateGrad(Tensor(shape: [k.beta.count], scalars: k.beta))
-        BlockedBatchNorm.applyBackward(k, gradient: g, input: z, into: dz, threads: threads)
+        BlockedBatchNorm.applyBackward(k, gradient: g, input: z, relu: relu, into: dz, threads: threads)
     }
 
     /// Weight gradient from the forward input, then dL/dinput (+ residual) into `inputGrad`.
@@ -184,10 +185,12 @@ final class ResNetTrainingPlan {
         for b in blocks.reversed() {
             let g = b.gradOutput
             // out = relu(bn2(z2) + shortcut): mask g by out once; both branches see the masked g.
-            b.unit2.backwardBatchNorm(g, reluOutput: b.output, threads: threads)
-            b.projection?.backwardBatchNorm(g, reluOutput: nil, threads: threads)
+            b.unit2.backwardBatchNorm(g, relu: .output(b.output), threads: threads)
+            b.projection?.backwardBatchNorm(g, relu: nil, threads: threads)
             b.unit2.backwardConvolution(input: b.mid, into: b.gradMid, threads: threads)
-            b.unit1.backwardBatchNorm(b.gradMid, reluOutput: b.mid, threads: threads)
+            // mid = relu(bn1(z1)) is read by nothing else here: its mask comes from z1, which the
+            // batch norm reads anyway (one activation less to stream, and gradMid is not rewritten).
+            b.unit1.backwardBatchNorm(b.gradMid, relu: .recomputed(scale: b.unit1.scale, shift: b.unit1.shift), threads: threads)
             if let p = b.projection, let sc = b.gradShortcut {
                 p.backwardConvolution(input: b.input, into: sc, threads: threads)
                 b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: sc, threads: threads)
@@ -195,7 +198,7 @@ final class ResNetTrainingPlan {
                 b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: g, threads: threads)
             }
         }
-        stem.backwardBatchNorm(stemGrad, reluOutput: stemOutput, threads: threads)
+        stem.backwardBatchNorm(stemGrad, relu: .output(stemOutput), threads: threads)
         stem.backwardConvolution(input: image, into: inputGradient ? imageGrad : nil, threads: threads)
         return inputGradient ? imageGrad.toTensor() : nil
     }
