@@ -24,13 +24,15 @@ def conv(P, two, split):
     w(f"    /// {P} pixels × {ch} output channels on 16-lane vectors ({nacc} accumulators"
       + (", even and odd input channels apart" if split else "") + ").")
     w("    /// Same contract as `conv6x16`; `w` is the first pair's panel" + (", the second pair's is `panel` floats on;" if two else ";"))
-    w("    /// `outBlocks` (1…" + ("4" if two else "2") + ") of the tile's 8-channel output blocks exist.")
+    w("    /// `outBlocks` (1…" + ("4" if two else "2") + ") of the tile's 8-channel output blocks exist. `stats`: Σ and Σ² of the")
+    w("    /// stored values are added to it, per pair of blocks [Σ (16) | Σ² (16)]" + (" × 2" if two else "") + " (see `ConvMoments`).")
     w("    @inline(never)")
     w(f"    static func {name}(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,")
     w("                         _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,")
     w("                         _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>,")
     w("                         _ outBlockStride: Int, _ nPix: Int, _ outBlocks: Int, _ bias: UnsafePointer<Float>,")
-    w("                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {")
+    w("                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,")
+    w("                         _ stats: UnsafeMutablePointer<Float>?) {")
     accs = [f"a{i}" for i in range(P)] + ([f"b{i}" for i in range(P)] if two or split else [])
     for i in range(0, len(accs), 8):
         w("        var " + ", ".join(f"{a} = SIMD16<Float>()" for a in accs[i:i + 8]))
@@ -71,11 +73,12 @@ def conv(P, two, split):
     w("            }")
     w("            cbOff += cbStride")
     w("        }")
-    w("        let e0 = Epilogue16(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,")
-    w("                            blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)")
+    w("        var e0 = Epilogue16(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,")
+    w("                            blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)")
     if two:
-        w("        let e1 = Epilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride }, y: y + 2 * outBlockStride,")
-        w("                            pixOut: pixOut, blockStride: outBlockStride, blocks: outBlocks - 2, lo: lo, hi: hi)")
+        w("        var e1 = Epilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride }, y: y + 2 * outBlockStride,")
+        w("                            pixOut: pixOut, blockStride: outBlockStride, blocks: outBlocks - 2, lo: lo, hi: hi,")
+        w("                            stats: stats.map { $0 + 32 })")
     for j in range(P):
         if two:
             body = f"e0.store({j}, a{j}); e1.store({j}, b{j})"
@@ -84,6 +87,7 @@ def conv(P, two, split):
         else:
             body = f"e0.store({j}, a{j})"
         w(f"        if nPix > {j} {{ {body} }}" if j else f"        {body}")
+    w("        e0.finish()" + ("; e1.finish()" if two else ""))
     w("    }")
     return "\n".join(L)
 
@@ -140,12 +144,13 @@ def conv_row(P, two):
     w("    /// 8 floats apart), `rowStride` the floats between input rows (taps in y); `w` is packed as for")
     w("    /// `conv6x16` with `kh`·3 taps" + (", the second pair's panel `panel` floats on" if two else "") + ".")
     w("    /// Output pixel i goes to y + out + i·outStep; pixels `first`..<P are stored (a row's last tile")
-    w("    /// overlaps the one before it and stores only its new pixels).")
+    w("    /// overlaps the one before it and stores only its new pixels). `stats`: as for the pixel-table kernels.")
     w("    @inline(never)")
     w(f"    static func {name}(_ x: UnsafePointer<Float>, _ rowStride: Int, _ kh: Int, _ blocks: Int, _ cbStride: Int,")
     w("                           _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,")
     w("                           _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,")
-    w("                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {")
+    w("                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,")
+    w("                           _ stats: UnsafeMutablePointer<Float>?) {")
     accs = [f"a{i}" for i in range(P)] + ([f"b{i}" for i in range(P)] if two else [])
     for i in range(0, len(accs), 8):
         w("        var " + ", ".join(f"{a} = SIMD16<Float>()" for a in accs[i:i + 8]))
@@ -173,15 +178,16 @@ def conv_row(P, two):
     w("                wp += 256     // past the kx = 1, 2 taps of this row")
     w("            }")
     w("        }")
-    w("        let e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,")
-    w("                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)")
+    w("        var e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,")
+    w("                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)")
     if two:
-        w("        let e1 = RowEpilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride },")
+        w("        var e1 = RowEpilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride },")
         w("                               y: y + 2 * outBlockStride, out: out, outStep: outStep, blockStride: outBlockStride,")
-        w("                               blocks: outBlocks - 2, lo: lo, hi: hi)")
+        w("                               blocks: outBlocks - 2, lo: lo, hi: hi, stats: stats.map { $0 + 32 })")
     for j in range(P):
         body = f"e0.store({j}, a{j})" + (f"; e1.store({j}, b{j})" if two else "")
         w(f"        if first <= {j} {{ {body} }}")
+    w("        e0.finish()" + ("; e1.finish()" if two else ""))
     w("    }")
     return "\n".join(L)
 

@@ -220,3 +220,41 @@ final class ConvVariantCatalogTests: XCTestCase {
         }
     }
 }
+
+/// Σy and Σy² gathered by the convolution kernels' epilogues (`ConvMoments`) against the same
+/// sums over the finished output: row kernels (16- and 8-pixel tiles, a trailing pair, an
+/// overlapping last tile), pixel tables (stride 2, 1×1), both widths, the same bits for 1–3 threads.
+final class ConvMomentsTests: XCTestCase {
+    func testMomentsMatchTheOutput() {
+        var rng = SeededRNG(seed: 31)
+        forEachKernelWidth { width in
+            for (cin, cout, k, s, p, size) in [(8, 16, 3, 1, 1, 19), (16, 40, 3, 1, 1, 11), (9, 24, 3, 2, 1, 9),
+                                               (16, 8, 1, 1, 0, 5), (8, 64, 3, 1, 1, 8)] {
+                let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: k, stride: s, padding: p)
+                let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg)
+                let x = BlockedBuffer(Tensor.normal([3, cin, size, size], rng: &rng), halo: 1)
+                var first: [Double]?
+                for threads in [1, 2, 3] {
+                    let out = BlockedBuffer(conv.outputShape(n: 3, h: size, w: size, halo: 1))
+                    let moments = ConvMoments()
+                    conv.run(x, into: out, threads: threads, moments: moments)
+                    let y = out.toTensor()
+                    let (n, c, hw) = (y.shape[0], y.shape[1], y.shape[2] * y.shape[3])
+                    var sum = [Double](repeating: 0, count: c), squares = sum
+                    for i in 0..<n { for ch in 0..<c { for q in 0..<hw {
+                        let v = Double(y.scalars[(i * c + ch) * hw + q])
+                        sum[ch] += v; squares[ch] += v * v
+                    } } }
+                    let got = moments.totals(channels: cout)
+                    let scale = Swift.max(1, squares.max() ?? 1)
+                    for ch in 0..<c {
+                        XCTAssertEqual(got.sum[ch], sum[ch], accuracy: 1e-5 * scale, "Σ \(cin)→\(cout) k\(k) s\(s) \(width) ch\(ch)")
+                        XCTAssertEqual(got.sumOfSquares[ch], squares[ch], accuracy: 1e-5 * scale, "Σ² \(cin)→\(cout) \(width) ch\(ch)")
+                    }
+                    if let first { XCTAssertEqual(first, got.sum + got.sumOfSquares, "thread count \(cin)→\(cout) \(width) t\(threads)") }
+                    first = got.sum + got.sumOfSquares
+                }
+            }
+        }
+    }
+}

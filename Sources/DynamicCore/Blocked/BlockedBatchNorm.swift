@@ -26,12 +26,17 @@ public enum BlockedBatchNorm {
             if i < count { let v = load8(p + i); s0 += v; q0 = fmadd(q0, v, v) }
             return (s0 + s1, q0 + q1)
         }
-        let count = Double(s.n * s.h * s.w)
-        var mean = [Float](repeating: 0, count: s.c), variance = mean
-        for ch in 0..<s.c {
-            let m = sums.0[ch] / count
+        return moments(sum: sums.0, sumOfSquares: sums.1, count: s.n * s.h * s.w)
+    }
+
+    /// Mean and biased variance per channel from Σz and Σz² over `count` values.
+    public static func moments(sum: [Double], sumOfSquares: [Double], count: Int) -> (mean: [Float], variance: [Float]) {
+        let count = Double(count)
+        var mean = [Float](repeating: 0, count: sum.count), variance = mean
+        for ch in 0..<sum.count {
+            let m = sum[ch] / count
             mean[ch] = Float(m)
-            variance[ch] = Float(Swift.max(sums.1[ch] / count - m * m, 0))
+            variance[ch] = Float(Swift.max(sumOfSquares[ch] / count - m * m, 0))
         }
         return (mean, variance)
     }

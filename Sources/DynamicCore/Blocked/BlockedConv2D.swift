@@ -125,8 +125,12 @@ public final class BlockedConv2D: @unchecked Sendable {
     /// out = act(conv(input) + bias [+ residual]) on NCHW8c buffers.
     /// input: [N, Cin, H, W] with halo ≥ padding; output and residual: [N, Cout, Ho, Wo], or with
     /// `placement`, any output the placed pixels fit in (other pixels are left as they are).
+    /// `moments`: Σ and Σ² per channel of the stored outputs, gathered in the kernels' epilogues
+    /// (the batch statistics of a training-mode batch norm after this convolution, without a
+    /// sweep over the output).
     public func run(_ input: BlockedBuffer, into output: BlockedBuffer, placement: OutputPlacement? = nil,
-                    residual: BlockedBuffer? = nil, activation: Activation = .identity, threads: Int? = nil) {
+                    residual: BlockedBuffer? = nil, activation: Activation = .identity, threads: Int? = nil,
+                    moments: ConvMoments? = nil) {
         let c = config, si = input.shape, so = output.shape
         precondition(!usesIm2col, "input channels < 8: use run(nchw:into:)")
         precondition(si.c == c.inChannels && si.halo >= c.padH && si.halo >= c.padW,
@@ -143,7 +147,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         if let r = residual { precondition(r.shape == so, "residual \(r.shape) must match output \(so)") }
         if KernelWidth.current == .simd16, let rowPixels = rowTilePixels(outputWidth: placement?.width ?? so.w) {
             runRows(input, into: output, placement: placement, residual: residual, activation: activation,
-                    threads: threads, tile: rowPixels)
+                    threads: threads, tile: rowPixels, moments: moments)
             return
         }
         let g = geometryFor(input: si, output: so, placement: placement)
@@ -156,8 +160,10 @@ public final class BlockedConv2D: @unchecked Sendable {
         // With several threads, about eight tasks per thread, so that dynamic claiming evens out a
         // worker that starts late: pixel chunks first, then channel pairs when tiles are few.
         let tasksWanted = threads == 1 ? 1 : 8 * threads
-        let chunk = Swift.max(1, Swift.min((256 << 10) / bytesPerGroup, threads == 1 ? Int.max : groups / tasksWanted))
+        let chunk = ConvMoments.align(Swift.max(1, Swift.min((256 << 10) / bytesPerGroup, threads == 1 ? Int.max : groups / tasksWanted)),
+                                      moments)
         let chunks = (groups + chunk - 1) / chunk
+        let stats = moments?.begin(tiles: groups, pairs: pairs)
         // The wide kernel takes pairs two at a time: split at even pair indices.
         let pairAlign = width == .simd16 ? 2 : 1
         let pairSplit = chunks >= tasksWanted ? 1 : Swift.min((pairs + pairAlign - 1) / pairAlign, (tasksWanted + chunks - 1) / chunks)
@@ -172,7 +178,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                        prefetchRowStride: c.dilationH * si.wp * 8, prefetchTail: (c.kernelW - 1) * c.dilationW * 8,
                        pixIn: g.pixIn, taps: g.taps, y: y, r: r, out: so,
                        pixOut: g.pixOut, pixels: g.pixels, jr: pairRanges[t % pairRanges.count], gr: gr,
-                       activation: activation)
+                       activation: activation, stats: stats)
         }
     }
 
@@ -258,7 +264,7 @@ public final class BlockedConv2D: @unchecked Sendable {
     /// `run` on row tiles: `tile` consecutive output pixels of one row (a row's last tile is
     /// shifted left to end at the row's end and stores only the pixels the one before left).
     private func runRows(_ input: BlockedBuffer, into output: BlockedBuffer, placement: OutputPlacement?,
-                         residual: BlockedBuffer?, activation: Activation, threads: Int?, tile: Int) {
+                         residual: BlockedBuffer?, activation: Activation, threads: Int?, tile: Int, moments: ConvMoments?) {
         let c = config, si = input.shape, so = output.shape
         let p = placement ?? OutputPlacement(height: so.h, width: so.w, strideH: 1, strideW: 1, offsetY: 0, offsetX: 0)
         let segments = (p.width + tile - 1) / tile
@@ -267,8 +273,9 @@ public final class BlockedConv2D: @unchecked Sendable {
         // About eight tasks per thread (dynamic claiming evens out a late worker); channel pairs are
         // split too when row tiles are few.
         let tasksWanted = threads == 1 ? 1 : 8 * threads
-        let chunk = Swift.max(1, threads == 1 ? tiles : tiles / tasksWanted)
+        let chunk = ConvMoments.align(Swift.max(1, threads == 1 ? tiles : tiles / tasksWanted), moments)
         let chunks = (tiles + chunk - 1) / chunk
+        let stats = moments?.begin(tiles: tiles, pairs: pairs)
         let pairSplit = chunks >= tasksWanted ? 1 : Swift.min((pairs + 1) / 2, (tasksWanted + chunks - 1) / chunks)
         let pairRanges = Parallel.ranges(pairs, parts: pairSplit, align: 2)
         let (x, y, r) = (UnsafePointer(input.pointer), output.pointer, residual.map { UnsafePointer($0.pointer) })
@@ -290,17 +297,18 @@ public final class BlockedConv2D: @unchecked Sendable {
                 while j < jr.upperBound {
                     let off = 2 * j * so.blockStride
                     let (w, yj, rj, bj) = (UnsafePointer(packed + j * panel), y + off, r.map { $0 + off }, UnsafePointer(bias + 16 * j))
+                    let sj = stats.map { $0 + ConvMoments.slot(tile: tileIndex, pair: j, pairs: self.pairs) }
                     if tile == 16 {
                         Self.convRow16x16(xo, rowStride, c.kernelH, reductionBlocks, si.blockStride, w, panel, yj, out,
-                                          8 * p.strideW, so.blockStride, first, Swift.min(2, outBlocks - 2 * j), bj, rj, lo, hi)
+                                          8 * p.strideW, so.blockStride, first, Swift.min(2, outBlocks - 2 * j), bj, rj, lo, hi, sj)
                         j += 1
                     } else if j + 1 < jr.upperBound {
                         Self.convRow8x32(xo, rowStride, c.kernelH, reductionBlocks, si.blockStride, w, panel, yj, out,
-                                         8 * p.strideW, so.blockStride, first, Swift.min(4, outBlocks - 2 * j), bj, rj, lo, hi)
+                                         8 * p.strideW, so.blockStride, first, Swift.min(4, outBlocks - 2 * j), bj, rj, lo, hi, sj)
                         j += 2
                     } else {
                         Self.convRow8x16(xo, rowStride, c.kernelH, reductionBlocks, si.blockStride, w, panel, yj, out,
-                                         8 * p.strideW, so.blockStride, first, Swift.min(2, outBlocks - 2 * j), bj, rj, lo, hi)
+                                         8 * p.strideW, so.blockStride, first, Swift.min(2, outBlocks - 2 * j), bj, rj, lo, hi, sj)
                         j += 1
                     }
                 }
@@ -326,7 +334,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                        prefetchRowStride: Int = 0, prefetchTail: Int = 0, pixIn: UnsafePointer<Int>,
                        taps tp: UnsafePointer<Int>, y: UnsafeMutablePointer<Float>, r: UnsafeMutablePointer<Float>?,
                        out so: BlockedShape, pixOut: UnsafePointer<Int>, pixels: Int, jr: Range<Int>, gr: Range<Int>,
-                       activation: Activation) {
+                       activation: Activation, stats: UnsafeMutablePointer<Float>? = nil) {
         let (lo, hi) = Self.clampBounds(activation)
         let panel = reductionBlocks * taps * lanes * 16
         let outBlocks = so.blocks
@@ -337,21 +345,22 @@ public final class BlockedConv2D: @unchecked Sendable {
             let off = 2 * j * so.blockStride
             let nPix = Swift.min(tile, pixels - p0)
             let res = r.map { UnsafePointer($0 + off) }
+            let sj = stats.map { $0 + ConvMoments.slot(tile: p0 / tile, pair: j, pairs: pairs) }
             if width == .simd8 {
                 Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
                               y + off, pixOut + p0, so.blockStride, nPix, 2 * j + 1 < outBlocks,
-                              bias + 16 * j, res, lo, hi)
+                              bias + 16 * j, res, lo, hi, sj)
                 return 1
             }
             if j + 1 < jr.upperBound {
                 Self.conv8x32(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel, panel,
                                y + off, pixOut + p0, so.blockStride, nPix, Swift.min(4, outBlocks - 2 * j),
-                               bias + 16 * j, res, lo, hi)
+                               bias + 16 * j, res, lo, hi, sj)
                 return 2
             }
             Self.conv8x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel, panel,
                            y + off, pixOut + p0, so.blockStride, nPix, Swift.min(2, outBlocks - 2 * j),
-                           bias + 16 * j, res, lo, hi)
+                           bias + 16 * j, res, lo, hi, sj)
             return 1
         }
         // Few tiles and weights larger than L2 (512-channel layers at batch 1): channel pair outer,
@@ -489,7 +498,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                          _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
                          _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>, _ outBlockStride: Int,
                          _ nPix: Int, _ twoBlocks: Bool, _ bias: UnsafePointer<Float>,
-                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {
+                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float, _ stats: UnsafeMutablePointer<Float>?) {
         var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
         var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
         var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
@@ -582,55 +591,65 @@ public final class BlockedConv2D: @unchecked Sendable {
             }
             cbOff += cbStride
         }
-        let ep = Epilogue(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
-                          twoBlocks: twoBlocks, lo: lo, hi: hi)
+        var ep = Epilogue(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
+                          twoBlocks: twoBlocks, lo: lo, hi: hi, stats: stats)
         ep.store(0, c00, c01)
         if nPix > 1 { ep.store(1, c10, c11) }
         if nPix > 2 { ep.store(2, c20, c21) }
         if nPix > 3 { ep.store(3, c30, c31) }
         if nPix > 4 { ep.store(4, c40, c41) }
         if nPix > 5 { ep.store(5, c50, c51) }
+        ep.finish()
     }
 
     /// `Epilogue16` for the row kernels: pixel i lands at `out + i·outStep`.
     struct RowEpilogue16 {
-        let e: Epilogue16, out: Int, outStep: Int
+        var e: Epilogue16
+        let out: Int, outStep: Int
 
         @inline(__always)
         init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, out: Int,
-             outStep: Int, blockStride: Int, blocks: Int, lo: Float, hi: Float) {
+             outStep: Int, blockStride: Int, blocks: Int, lo: Float, hi: Float, stats: UnsafeMutablePointer<Float>?) {
             e = Epilogue16(bias: bias, residual: residual, y: y, pixOut: nil, blockStride: blockStride, blocks: blocks,
-                           lo: lo, hi: hi)
+                           lo: lo, hi: hi, stats: stats)
             (self.out, self.outStep) = (out, outStep)
         }
 
         @_transparent
-        func store(_ i: Int, _ v: SIMD16<Float>) { e.store(at: out + i * outStep, v) }
+        mutating func store(_ i: Int, _ v: SIMD16<Float>) { e.store(at: out + i * outStep, v) }
+
+        @_transparent
+        func finish() { e.finish() }
     }
 
     /// Bias, residual, clamp and store of one pixel's 16 channels held in one 16-lane vector:
     /// the low half goes to the first 8-channel block, the high half `blockStride` floats on.
+    /// With `stats`, Σ and Σ² of the stored values are kept and added to it by `finish()`.
     struct Epilogue16 {
         let b: SIMD16<Float>, lo: SIMD16<Float>, hi: SIMD16<Float>
         let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>?
         let blockStride: Int, blocks: Int
+        let stats: UnsafeMutablePointer<Float>?
+        var sum = SIMD16<Float>(), squares = SIMD16<Float>()
 
         /// `blocks`: how many of the two 8-channel blocks exist (≤ 0: none, nothing is stored).
         @inline(__always)
         init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-             pixOut: UnsafePointer<Int>?, blockStride: Int, blocks: Int, lo: Float, hi: Float) {
+             pixOut: UnsafePointer<Int>?, blockStride: Int, blocks: Int, lo: Float, hi: Float,
+             stats: UnsafeMutablePointer<Float>?) {
             b = blocks > 0 ? load16(bias) : SIMD16()
             self.lo = SIMD16(repeating: lo); self.hi = SIMD16(repeating: hi)
             (self.residual, self.y, self.pixOut, self.blockStride, self.blocks) = (residual, y, pixOut, blockStride, blocks)
+            self.stats = blocks > 0 ? stats : nil
         }
 
         /// Pixel i of the pixel table.
         @_transparent
-        func store(_ i: Int, _ v: SIMD16<Float>) { store(at: pixOut.unsafelyUnwrapped[i], v) }
+        mutating func store(_ i: Int, _ v: SIMD16<Float>) { store(at: pixOut.unsafelyUnwrapped[i], v) }
 
         /// The pixel at offset o.
         @_transparent
-        func store(at o: Int, _ v: SIMD16<Float>) {
+        mutating func store(at o: Int, _ v: SIMD16<Float>) {
             if blocks <= 0 { return }
             var a = v + b
             if let r = residual {
@@ -639,33 +658,62 @@ public final class BlockedConv2D: @unchecked Sendable {
             a = vmin(vmax(a, lo), hi)
             store8(a.lowHalf, y + o)
             if blocks > 1 { store8(a.highHalf, y + o + blockStride) }
+            if stats != nil {
+                sum += a
+                squares = fmadd(squares, a, a)
+            }
+        }
+
+        @_transparent
+        func finish() {
+            guard let stats else { return }
+            store16(load16(stats) + sum, stats)
+            store16(load16(stats + 16) + squares, stats + 16)
         }
     }
 
-    /// Bias, residual, clamp and store of one pixel's 16 accumulated channels.
+    /// Bias, residual, clamp and store of one pixel's 16 accumulated channels; with `stats`, Σ
+    /// and Σ² of the stored values as in `Epilogue16`.
     struct Epilogue {
         let b0: SIMD8<Float>, b1: SIMD8<Float>, lo: SIMD8<Float>, hi: SIMD8<Float>
         let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>
         let blockStride: Int, twoBlocks: Bool
+        let stats: UnsafeMutablePointer<Float>?
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), q0 = SIMD8<Float>(), q1 = SIMD8<Float>()
 
         @inline(__always)
         init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-             pixOut: UnsafePointer<Int>, blockStride: Int, twoBlocks: Bool, lo: Float, hi: Float) {
+             pixOut: UnsafePointer<Int>, blockStride: Int, twoBlocks: Bool, lo: Float, hi: Float,
+             stats: UnsafeMutablePointer<Float>?) {
             b0 = load8(bias); b1 = load8(bias + 8)
             self.lo = SIMD8(repeating: lo); self.hi = SIMD8(repeating: hi)
             (self.residual, self.y, self.pixOut, self.blockStride, self.twoBlocks) = (residual, y, pixOut, blockStride, twoBlocks)
+            self.stats = stats
         }
 
         @_transparent
-        func store(_ i: Int, _ v0: SIMD8<Float>, _ v1: SIMD8<Float>) {
+        mutating func store(_ i: Int, _ v0: SIMD8<Float>, _ v1: SIMD8<Float>) {
             let o = pixOut[i]
             var a = v0 + b0, b = v1 + b1
             if let r = residual {
                 a += load8(r + o)
                 if twoBlocks { b += load8(r + o + blockStride) }
             }
-            store8(vmin(vmax(a, lo), hi), y + o)
-            if twoBlocks { store8(vmin(vmax(b, lo), hi), y + o + blockStride) }
+            a = vmin(vmax(a, lo), hi)
+            b = vmin(vmax(b, lo), hi)
+            store8(a, y + o)
+            if twoBlocks { store8(b, y + o + blockStride) }
+            if stats != nil {
+                s0 += a; q0 = fmadd(q0, a, a)
+                s1 += b; q1 = fmadd(q1, b, b)
+            }
+        }
+
+        @_transparent
+        func finish() {
+            guard let stats else { return }
+            store16(load16(stats) + SIMD16(lowHalf: s0, highHalf: s1), stats)
+            store16(load16(stats + 16) + SIMD16(lowHalf: q0, highHalf: q1), stats + 16)
         }
     }
 }

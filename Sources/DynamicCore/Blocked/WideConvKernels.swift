@@ -10,13 +10,15 @@
 extension BlockedConv2D {
     /// 8 pixels × 32 output channels on 16-lane vectors (16 accumulators).
     /// Same contract as `conv6x16`; `w` is the first pair's panel, the second pair's is `panel` floats on;
-    /// `outBlocks` (1…4) of the tile's 8-channel output blocks exist.
+    /// `outBlocks` (1…4) of the tile's 8-channel output blocks exist. `stats`: Σ and Σ² of the
+    /// stored values are added to it, per pair of blocks [Σ (16) | Σ² (16)] × 2 (see `ConvMoments`).
     @inline(never)
     static func conv8x32(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,
                          _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
                          _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>,
                          _ outBlockStride: Int, _ nPix: Int, _ outBlocks: Int, _ bias: UnsafePointer<Float>,
-                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {
+                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
+                         _ stats: UnsafeMutablePointer<Float>?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>(), b4 = SIMD16<Float>(), b5 = SIMD16<Float>(), b6 = SIMD16<Float>(), b7 = SIMD16<Float>()
         let x0 = x + pixIn[0], x1 = x + pixIn[1], x2 = x + pixIn[2], x3 = x + pixIn[3], x4 = x + pixIn[4], x5 = x + pixIn[5], x6 = x + pixIn[6], x7 = x + pixIn[7]
@@ -42,10 +44,11 @@ extension BlockedConv2D {
             }
             cbOff += cbStride
         }
-        let e0 = Epilogue16(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
-                            blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)
-        let e1 = Epilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride }, y: y + 2 * outBlockStride,
-                            pixOut: pixOut, blockStride: outBlockStride, blocks: outBlocks - 2, lo: lo, hi: hi)
+        var e0 = Epilogue16(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
+                            blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)
+        var e1 = Epilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride }, y: y + 2 * outBlockStride,
+                            pixOut: pixOut, blockStride: outBlockStride, blocks: outBlocks - 2, lo: lo, hi: hi,
+                            stats: stats.map { $0 + 32 })
         e0.store(0, a0); e1.store(0, b0)
         if nPix > 1 { e0.store(1, a1); e1.store(1, b1) }
         if nPix > 2 { e0.store(2, a2); e1.store(2, b2) }
@@ -54,17 +57,20 @@ extension BlockedConv2D {
         if nPix > 5 { e0.store(5, a5); e1.store(5, b5) }
         if nPix > 6 { e0.store(6, a6); e1.store(6, b6) }
         if nPix > 7 { e0.store(7, a7); e1.store(7, b7) }
+        e0.finish(); e1.finish()
     }
 
     /// 8 pixels × 16 output channels on 16-lane vectors (16 accumulators, even and odd input channels apart).
     /// Same contract as `conv6x16`; `w` is the first pair's panel;
-    /// `outBlocks` (1…2) of the tile's 8-channel output blocks exist.
+    /// `outBlocks` (1…2) of the tile's 8-channel output blocks exist. `stats`: Σ and Σ² of the
+    /// stored values are added to it, per pair of blocks [Σ (16) | Σ² (16)] (see `ConvMoments`).
     @inline(never)
     static func conv8x16(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,
                          _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
                          _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>,
                          _ outBlockStride: Int, _ nPix: Int, _ outBlocks: Int, _ bias: UnsafePointer<Float>,
-                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {
+                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
+                         _ stats: UnsafeMutablePointer<Float>?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>(), b4 = SIMD16<Float>(), b5 = SIMD16<Float>(), b6 = SIMD16<Float>(), b7 = SIMD16<Float>()
         let x0 = x + pixIn[0], x1 = x + pixIn[1], x2 = x + pixIn[2], x3 = x + pixIn[3], x4 = x + pixIn[4], x5 = x + pixIn[5], x6 = x + pixIn[6], x7 = x + pixIn[7]
@@ -103,8 +109,8 @@ extension BlockedConv2D {
             }
             cbOff += cbStride
         }
-        let e0 = Epilogue16(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
-                            blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)
+        var e0 = Epilogue16(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
+                            blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)
         e0.store(0, a0 + b0)
         if nPix > 1 { e0.store(1, a1 + b1) }
         if nPix > 2 { e0.store(2, a2 + b2) }
@@ -113,6 +119,7 @@ extension BlockedConv2D {
         if nPix > 5 { e0.store(5, a5 + b5) }
         if nPix > 6 { e0.store(6, a6 + b6) }
         if nPix > 7 { e0.store(7, a7 + b7) }
+        e0.finish()
     }
 
     /// 8 consecutive output pixels of a row × 32 channels, for convolutions whose taps are 3 wide
@@ -120,12 +127,13 @@ extension BlockedConv2D {
     /// 8 floats apart), `rowStride` the floats between input rows (taps in y); `w` is packed as for
     /// `conv6x16` with `kh`·3 taps, the second pair's panel `panel` floats on.
     /// Output pixel i goes to y + out + i·outStep; pixels `first`..<P are stored (a row's last tile
-    /// overlaps the one before it and stores only its new pixels).
+    /// overlaps the one before it and stores only its new pixels). `stats`: as for the pixel-table kernels.
     @inline(never)
     static func convRow8x32(_ x: UnsafePointer<Float>, _ rowStride: Int, _ kh: Int, _ blocks: Int, _ cbStride: Int,
                            _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,
                            _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,
-                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {
+                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
+                           _ stats: UnsafeMutablePointer<Float>?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>(), b4 = SIMD16<Float>(), b5 = SIMD16<Float>(), b6 = SIMD16<Float>(), b7 = SIMD16<Float>()
         var wp = w
@@ -153,11 +161,11 @@ extension BlockedConv2D {
                 wp += 256     // past the kx = 1, 2 taps of this row
             }
         }
-        let e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,
-                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)
-        let e1 = RowEpilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride },
+        var e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,
+                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)
+        var e1 = RowEpilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride },
                                y: y + 2 * outBlockStride, out: out, outStep: outStep, blockStride: outBlockStride,
-                               blocks: outBlocks - 2, lo: lo, hi: hi)
+                               blocks: outBlocks - 2, lo: lo, hi: hi, stats: stats.map { $0 + 32 })
         if first <= 0 { e0.store(0, a0); e1.store(0, b0) }
         if first <= 1 { e0.store(1, a1); e1.store(1, b1) }
         if first <= 2 { e0.store(2, a2); e1.store(2, b2) }
@@ -166,6 +174,7 @@ extension BlockedConv2D {
         if first <= 5 { e0.store(5, a5); e1.store(5, b5) }
         if first <= 6 { e0.store(6, a6); e1.store(6, b6) }
         if first <= 7 { e0.store(7, a7); e1.store(7, b7) }
+        e0.finish(); e1.finish()
     }
 
     /// 8 consecutive output pixels of a row × 16 channels, for convolutions whose taps are 3 wide
@@ -173,12 +182,13 @@ extension BlockedConv2D {
     /// 8 floats apart), `rowStride` the floats between input rows (taps in y); `w` is packed as for
     /// `conv6x16` with `kh`·3 taps.
     /// Output pixel i goes to y + out + i·outStep; pixels `first`..<P are stored (a row's last tile
-    /// overlaps the one before it and stores only its new pixels).
+    /// overlaps the one before it and stores only its new pixels). `stats`: as for the pixel-table kernels.
     @inline(never)
     static func convRow8x16(_ x: UnsafePointer<Float>, _ rowStride: Int, _ kh: Int, _ blocks: Int, _ cbStride: Int,
                            _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,
                            _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,
-                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {
+                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
+                           _ stats: UnsafeMutablePointer<Float>?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var wp = w
         for blk in 0..<blocks {
@@ -205,8 +215,8 @@ extension BlockedConv2D {
                 wp += 256     // past the kx = 1, 2 taps of this row
             }
         }
-        let e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,
-                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)
+        var e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,
+                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)
         if first <= 0 { e0.store(0, a0) }
         if first <= 1 { e0.store(1, a1) }
         if first <= 2 { e0.store(2, a2) }
@@ -215,6 +225,7 @@ extension BlockedConv2D {
         if first <= 5 { e0.store(5, a5) }
         if first <= 6 { e0.store(6, a6) }
         if first <= 7 { e0.store(7, a7) }
+        e0.finish()
     }
 
     /// 16 consecutive output pixels of a row × 16 channels, for convolutions whose taps are 3 wide
@@ -222,12 +233,13 @@ extension BlockedConv2D {
     /// 8 floats apart), `rowStride` the floats between input rows (taps in y); `w` is packed as for
     /// `conv6x16` with `kh`·3 taps.
     /// Output pixel i goes to y + out + i·outStep; pixels `first`..<P are stored (a row's last tile
-    /// overlaps the one before it and stores only its new pixels).
+    /// overlaps the one before it and stores only its new pixels). `stats`: as for the pixel-table kernels.
     @inline(never)
     static func convRow16x16(_ x: UnsafePointer<Float>, _ rowStride: Int, _ kh: Int, _ blocks: Int, _ cbStride: Int,
                            _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,
                            _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,
-                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float) {
+                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
+                           _ stats: UnsafeMutablePointer<Float>?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var a8 = SIMD16<Float>(), a9 = SIMD16<Float>(), a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>(), a14 = SIMD16<Float>(), a15 = SIMD16<Float>()
         var wp = w
@@ -263,8 +275,8 @@ extension BlockedConv2D {
                 wp += 256     // past the kx = 1, 2 taps of this row
             }
         }
-        let e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,
-                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi)
+        var e0 = RowEpilogue16(bias: bias, residual: residual, y: y, out: out, outStep: outStep,
+                               blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)
         if first <= 0 { e0.store(0, a0) }
         if first <= 1 { e0.store(1, a1) }
         if first <= 2 { e0.store(2, a2) }
@@ -281,5 +293,6 @@ extension BlockedConv2D {
         if first <= 13 { e0.store(13, a13) }
         if first <= 14 { e0.store(14, a14) }
         if first <= 15 { e0.store(15, a15) }
+        e0.finish()
     }
 }

@@ -17,6 +17,8 @@ final class TrainingUnit {
     private var packedVersion: UInt64 = .max
     var mean: [Float] = [], invStd: [Float] = []
     var scale: [Float] = [], shift: [Float] = []
+    /// Σz, Σz² gathered by the forward convolution as it writes z.
+    private let moments = ConvMoments()
 
     /// `gradientRole` names the shared dz buffer: units whose dz lives at the same time need different roles.
     /// `fromImages`: the input comes as an NCHW tensor (the stem), which takes the im2col route.
@@ -49,10 +51,19 @@ final class TrainingUnit {
     /// the per-channel scale and shift of the normalisation.
     func run(_ input: BlockedBuffer, nchw: Tensor? = nil, threads: Int) {
         pack()
-        if let nchw { forward.run(nchw: nchw, into: z, threads: threads) } else { forward.run(input, into: z, threads: threads) }
-        let s = BlockedBatchNorm.statistics(z, threads: threads)
+        let count = z.shape.n * z.shape.h * z.shape.w
+        let s: (mean: [Float], variance: [Float])
+        if let nchw {
+            // The im2col stem gathers no moments: one sweep over z.
+            forward.run(nchw: nchw, into: z, threads: threads)
+            s = BlockedBatchNorm.statistics(z, threads: threads)
+        } else {
+            forward.run(input, into: z, threads: threads, moments: moments)
+            let t = moments.totals(channels: z.shape.c)
+            s = BlockedBatchNorm.moments(sum: t.sum, sumOfSquares: t.sumOfSquares, count: count)
+        }
         mean = s.mean
-        invStd = bn.recordBatch(mean: s.mean, variance: s.variance, count: z.shape.n * z.shape.h * z.shape.w)
+        invStd = bn.recordBatch(mean: s.mean, variance: s.variance, count: count)
         (scale, shift) = BatchNorm2d.affine(gamma: bn.weight.value.scalars, beta: bn.bias.value.scalars,
                                             mean: mean, invStd: invStd)
     }
