@@ -24,15 +24,15 @@ def conv(P, two, split):
     w(f"    /// {P} pixels × {ch} output channels on 16-lane vectors ({nacc} accumulators"
       + (", even and odd input channels apart" if split else "") + ").")
     w("    /// Same contract as `conv6x16`; `w` is the first pair's panel" + (", the second pair's is `panel` floats on;" if two else ";"))
-    w("    /// `outBlocks` (1…" + ("4" if two else "2") + ") of the tile's 8-channel output blocks exist. `stats`: Σ and Σ² of the")
-    w("    /// stored values are added to it, per pair of blocks [Σ (16) | Σ² (16)]" + (" × 2" if two else "") + " (see `ConvMoments`).")
+    w("    /// `outBlocks` (1…" + ("4" if two else "2") + ") of the tile's 8-channel output blocks exist. `stats`: the epilogue sums")
+    w("    /// of `ConvMoments` (Σ and Σ² of the stored values, or a batch norm's gradient sums)" + (", for both pairs" if two else "") + ".")
     w("    @inline(never)")
     w(f"    static func {name}(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,")
     w("                         _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,")
     w("                         _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>,")
     w("                         _ outBlockStride: Int, _ nPix: Int, _ outBlocks: Int, _ bias: UnsafePointer<Float>,")
     w("                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,")
-    w("                         _ stats: UnsafeMutablePointer<Float>?) {")
+    w("                         _ stats: EpilogueSums?) {")
     accs = [f"a{i}" for i in range(P)] + ([f"b{i}" for i in range(P)] if two or split else [])
     for i in range(0, len(accs), 8):
         w("        var " + ", ".join(f"{a} = SIMD16<Float>()" for a in accs[i:i + 8]))
@@ -78,7 +78,7 @@ def conv(P, two, split):
     if two:
         w("        var e1 = Epilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride }, y: y + 2 * outBlockStride,")
         w("                            pixOut: pixOut, blockStride: outBlockStride, blocks: outBlocks - 2, lo: lo, hi: hi,")
-        w("                            stats: stats.map { $0 + 32 })")
+        w("                            stats: stats?.nextPair(blockStride: outBlockStride))")
     for j in range(P):
         if two:
             body = f"e0.store({j}, a{j}); e1.store({j}, b{j})"
@@ -150,7 +150,7 @@ def conv_row(P, two):
     w("                           _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,")
     w("                           _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,")
     w("                           _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,")
-    w("                           _ stats: UnsafeMutablePointer<Float>?) {")
+    w("                           _ stats: EpilogueSums?) {")
     accs = [f"a{i}" for i in range(P)] + ([f"b{i}" for i in range(P)] if two else [])
     for i in range(0, len(accs), 8):
         w("        var " + ", ".join(f"{a} = SIMD16<Float>()" for a in accs[i:i + 8]))
@@ -183,7 +183,7 @@ def conv_row(P, two):
     if two:
         w("        var e1 = RowEpilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride },")
         w("                               y: y + 2 * outBlockStride, out: out, outStep: outStep, blockStride: outBlockStride,")
-        w("                               blocks: outBlocks - 2, lo: lo, hi: hi, stats: stats.map { $0 + 32 })")
+        w("                               blocks: outBlocks - 2, lo: lo, hi: hi, stats: stats?.nextPair(blockStride: outBlockStride))")
     for j in range(P):
         body = f"e0.store({j}, a{j})" + (f"; e1.store({j}, b{j})" if two else "")
         w(f"        if first <= {j} {{ {body} }}")

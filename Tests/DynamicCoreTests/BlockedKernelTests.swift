@@ -257,4 +257,64 @@ final class ConvMomentsTests: XCTestCase {
             }
         }
     }
+
+    /// `.gradientSums`: the convolution's output is a batch norm's output gradient g (here with a
+    /// residual, as an input gradient has); the epilogue masks g by the ReLU after the batch norm
+    /// and sums Σg, Σg·z — the same as `BlockedBatchNorm.gradientSums` on the finished output,
+    /// and the same g in memory (masked in place for `.output`, either way for `.recomputed`).
+    func testGradientSumsMatchTheBatchNormPass() {
+        var rng = SeededRNG(seed: 32)
+        forEachKernelWidth { width in
+            for (cin, cout, size) in [(8, 16, 19), (16, 40, 11), (16, 64, 8), (16, 8, 5)] {
+                let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
+                let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg)
+                let x = BlockedBuffer(Tensor.normal([2, cin, size, size], rng: &rng), halo: 1)
+                let shape = conv.outputShape(n: 2, h: size, w: size, halo: 1)
+                let residual = BlockedBuffer(shape), z = BlockedBuffer(shape), y = BlockedBuffer(shape)
+                residual.load(Tensor.normal([2, cout, size, size], rng: &rng))
+                z.load(Tensor.normal([2, cout, size, size], rng: &rng))
+                y.load(Tensor.normal([2, cout, size, size], rng: &rng).map { Swift.max($0, 0) })
+                let scale = (0..<cout).map { _ in Float.random(in: -1...1, using: &rng) }
+                let shift = (0..<cout).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
+                let relus: [BlockedBatchNorm.ReLU?] = [nil, .output(y), .recomputed(scale: scale, shift: shift)]
+                for relu in relus {
+                    let expected = BlockedBuffer(shape)
+                    conv.run(x, into: expected, residual: residual, threads: 1)
+                    let want = BlockedBatchNorm.gradientSums(expected, relu: relu, input: z, threads: 1)
+                    var first: [Double]?
+                    for threads in [1, 2, 3] {
+                        let g = BlockedBuffer(shape)
+                        let moments = ConvMoments(.gradientSums(input: z, relu: relu))
+                        conv.run(x, into: g, residual: residual, threads: threads, moments: moments)
+                        let got = moments.totals(channels: cout)
+                        let tag = "\(cin)→\(cout) \(size)² \(width) \(String(describing: relu).prefix(10)) t\(threads)"
+                        let bound = 2e-5 * Double(2 * size * size)   // far below one pixel (|g| ~ 10)
+                        for ch in 0..<cout {
+                            XCTAssertEqual(got.sum[ch], want.sumG[ch], accuracy: bound, "Σg \(tag) ch\(ch)")
+                            XCTAssertEqual(got.sumOfSquares[ch], want.sumGZ[ch], accuracy: bound, "Σg·z \(tag) ch\(ch)")
+                        }
+                        if case .recomputed = relu {
+                            // g may stay unmasked in memory; the masked values must agree.
+                            let masked = BlockedBuffer(shape)
+                            masked.load(g.toTensor())
+                            _ = BlockedBatchNorm.gradientSums(masked, relu: .output(Self.mask(z, scale, shift)), input: z, threads: 1)
+                            _ = BlockedBatchNorm.gradientSums(expected, relu: .output(Self.mask(z, scale, shift)), input: z, threads: 1)
+                            XCTAssertEqual(masked.toTensor().scalars, expected.toTensor().scalars, "g \(tag)")
+                        } else {
+                            XCTAssertEqual(g.toTensor().scalars, expected.toTensor().scalars, "g \(tag)")
+                        }
+                        if let first { XCTAssertEqual(first, got.sum + got.sumOfSquares, "thread count \(tag)") }
+                        first = got.sum + got.sumOfSquares
+                    }
+                }
+            }
+        }
+    }
+
+    /// relu(z·scale + shift) as a buffer: its positive entries are the recomputed mask.
+    static func mask(_ z: BlockedBuffer, _ scale: [Float], _ shift: [Float]) -> BlockedBuffer {
+        let out = BlockedBuffer(z.shape)
+        BlockedBatchNorm.normalize(z, scale: scale, shift: shift, activation: .relu, into: out, threads: 1)
+        return out
+    }
 }

@@ -163,7 +163,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         let chunk = ConvMoments.align(Swift.max(1, Swift.min((256 << 10) / bytesPerGroup, threads == 1 ? Int.max : groups / tasksWanted)),
                                       moments)
         let chunks = (groups + chunk - 1) / chunk
-        let stats = moments?.begin(tiles: groups, pairs: pairs)
+        let stats = moments?.begin(tiles: groups, pairs: pairs, output: so)
         // The wide kernel takes pairs two at a time: split at even pair indices.
         let pairAlign = width == .simd16 ? 2 : 1
         let pairSplit = chunks >= tasksWanted ? 1 : Swift.min((pairs + pairAlign - 1) / pairAlign, (tasksWanted + chunks - 1) / chunks)
@@ -275,7 +275,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         let tasksWanted = threads == 1 ? 1 : 8 * threads
         let chunk = ConvMoments.align(Swift.max(1, threads == 1 ? tiles : tiles / tasksWanted), moments)
         let chunks = (tiles + chunk - 1) / chunk
-        let stats = moments?.begin(tiles: tiles, pairs: pairs)
+        let stats = moments?.begin(tiles: tiles, pairs: pairs, output: so)
         let pairSplit = chunks >= tasksWanted ? 1 : Swift.min((pairs + 1) / 2, (tasksWanted + chunks - 1) / chunks)
         let pairRanges = Parallel.ranges(pairs, parts: pairSplit, align: 2)
         let (x, y, r) = (UnsafePointer(input.pointer), output.pointer, residual.map { UnsafePointer($0.pointer) })
@@ -297,7 +297,16 @@ public final class BlockedConv2D: @unchecked Sendable {
                 while j < jr.upperBound {
                     let off = 2 * j * so.blockStride
                     let (w, yj, rj, bj) = (UnsafePointer(packed + j * panel), y + off, r.map { $0 + off }, UnsafePointer(bias + 16 * j))
-                    let sj = stats.map { $0 + ConvMoments.slot(tile: tileIndex, pair: j, pairs: self.pairs) }
+                    let sj = stats?.at(tile: tileIndex, pair: j, pairs: self.pairs, offset: off)
+                    if let z = sj?.z {
+                        // The epilogue reads z (and a ReLU output) at the tile's pixels: fetch them
+                        // while the reduction runs, they come from L3 or memory.
+                        let blocks = Swift.min(tile == 16 ? 2 : 4, outBlocks - 2 * j)
+                        Self.prefetchRow(z + out, pixels: tile, step: 8 * p.strideW, blocks: blocks, blockStride: so.blockStride)
+                        if let m = sj?.reluOutput {
+                            Self.prefetchRow(m + out, pixels: tile, step: 8 * p.strideW, blocks: blocks, blockStride: so.blockStride)
+                        }
+                    }
                     if tile == 16 {
                         Self.convRow16x16(xo, rowStride, c.kernelH, reductionBlocks, si.blockStride, w, panel, yj, out,
                                           8 * p.strideW, so.blockStride, first, Swift.min(2, outBlocks - 2 * j), bj, rj, lo, hi, sj)
@@ -313,6 +322,17 @@ public final class BlockedConv2D: @unchecked Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// Prefetches `pixels` pixels `step` floats apart in `blocks` 8-channel blocks from p.
+    @inline(__always)
+    static func prefetchRow(_ p: UnsafePointer<Float>, pixels: Int, step: Int, blocks: Int, blockStride: Int) {
+        for b in 0..<blocks {
+            let q = p + b * blockStride
+            // 8 floats per pixel: every other pixel starts a 64-byte line when step is 8.
+            var i = 0
+            while i < pixels { dyn_prefetch(q + i * step); i += step == 8 ? 2 : 1 }
         }
     }
 
@@ -334,7 +354,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                        prefetchRowStride: Int = 0, prefetchTail: Int = 0, pixIn: UnsafePointer<Int>,
                        taps tp: UnsafePointer<Int>, y: UnsafeMutablePointer<Float>, r: UnsafeMutablePointer<Float>?,
                        out so: BlockedShape, pixOut: UnsafePointer<Int>, pixels: Int, jr: Range<Int>, gr: Range<Int>,
-                       activation: Activation, stats: UnsafeMutablePointer<Float>? = nil) {
+                       activation: Activation, stats: EpilogueSums? = nil) {
         let (lo, hi) = Self.clampBounds(activation)
         let panel = reductionBlocks * taps * lanes * 16
         let outBlocks = so.blocks
@@ -345,7 +365,7 @@ public final class BlockedConv2D: @unchecked Sendable {
             let off = 2 * j * so.blockStride
             let nPix = Swift.min(tile, pixels - p0)
             let res = r.map { UnsafePointer($0 + off) }
-            let sj = stats.map { $0 + ConvMoments.slot(tile: p0 / tile, pair: j, pairs: pairs) }
+            let sj = stats?.at(tile: p0 / tile, pair: j, pairs: pairs, offset: off)
             if width == .simd8 {
                 Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
                               y + off, pixOut + p0, so.blockStride, nPix, 2 * j + 1 < outBlocks,
@@ -498,7 +518,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                          _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
                          _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>, _ outBlockStride: Int,
                          _ nPix: Int, _ twoBlocks: Bool, _ bias: UnsafePointer<Float>,
-                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float, _ stats: UnsafeMutablePointer<Float>?) {
+                         _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float, _ stats: EpilogueSums?) {
         var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
         var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
         var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
@@ -609,7 +629,7 @@ public final class BlockedConv2D: @unchecked Sendable {
 
         @inline(__always)
         init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, out: Int,
-             outStep: Int, blockStride: Int, blocks: Int, lo: Float, hi: Float, stats: UnsafeMutablePointer<Float>?) {
+             outStep: Int, blockStride: Int, blocks: Int, lo: Float, hi: Float, stats: EpilogueSums?) {
             e = Epilogue16(bias: bias, residual: residual, y: y, pixOut: nil, blockStride: blockStride, blocks: blocks,
                            lo: lo, hi: hi, stats: stats)
             (self.out, self.outStep) = (out, outStep)
@@ -624,71 +644,93 @@ public final class BlockedConv2D: @unchecked Sendable {
 
     /// Bias, residual, clamp and store of one pixel's 16 channels held in one 16-lane vector:
     /// the low half goes to the first 8-channel block, the high half `blockStride` floats on.
-    /// With `stats`, Σ and Σ² of the stored values are kept and added to it by `finish()`.
+    /// With `stats`, the sums of `ConvMoments` are kept and added to its slot by `finish()`.
     struct Epilogue16 {
         let b: SIMD16<Float>, lo: SIMD16<Float>, hi: SIMD16<Float>
         let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>?
         let blockStride: Int, blocks: Int
-        let stats: UnsafeMutablePointer<Float>?
+        let stats: EpilogueSums?
+        /// Recomputed ReLU mask: z·maskScale + maskShift > 0.
+        let maskScale: SIMD16<Float>, maskShift: SIMD16<Float>
         var sum = SIMD16<Float>(), squares = SIMD16<Float>()
 
         /// `blocks`: how many of the two 8-channel blocks exist (≤ 0: none, nothing is stored).
         @inline(__always)
         init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
              pixOut: UnsafePointer<Int>?, blockStride: Int, blocks: Int, lo: Float, hi: Float,
-             stats: UnsafeMutablePointer<Float>?) {
+             stats: EpilogueSums?) {
             b = blocks > 0 ? load16(bias) : SIMD16()
             self.lo = SIMD16(repeating: lo); self.hi = SIMD16(repeating: hi)
             (self.residual, self.y, self.pixOut, self.blockStride, self.blocks) = (residual, y, pixOut, blockStride, blocks)
             self.stats = blocks > 0 ? stats : nil
+            maskScale = stats?.maskScale.map { load16($0) } ?? SIMD16()
+            maskShift = stats?.maskShift.map { load16($0) } ?? SIMD16()
         }
 
         /// Pixel i of the pixel table.
         @_transparent
         mutating func store(_ i: Int, _ v: SIMD16<Float>) { store(at: pixOut.unsafelyUnwrapped[i], v) }
 
+        /// The one or two 8-channel blocks at offset o of p.
+        @_transparent
+        func load(_ p: UnsafePointer<Float>, _ o: Int) -> SIMD16<Float> {
+            blocks > 1 ? load8x2(p + o, blockStride) : SIMD16(lowHalf: load8(p + o), highHalf: SIMD8())
+        }
+
         /// The pixel at offset o.
         @_transparent
         mutating func store(at o: Int, _ v: SIMD16<Float>) {
             if blocks <= 0 { return }
             var a = v + b
-            if let r = residual {
-                a += blocks > 1 ? load8x2(r + o, blockStride) : SIMD16(lowHalf: load8(r + o), highHalf: SIMD8())
-            }
+            if let r = residual { a += load(r, o) }
             a = vmin(vmax(a, lo), hi)
+            if let stats {
+                if let z = stats.z {
+                    let zv = load(z, o)
+                    if let m = stats.reluOutput {
+                        a = a.replacing(with: 0, where: load(m, o) .<= 0)
+                    } else if stats.maskScale != nil {
+                        a = a.replacing(with: 0, where: fmadd(maskShift, zv, maskScale) .<= 0)
+                    }
+                    sum += a
+                    squares = fmadd(squares, a, zv)
+                } else {
+                    sum += a
+                    squares = fmadd(squares, a, a)
+                }
+            }
             store8(a.lowHalf, y + o)
             if blocks > 1 { store8(a.highHalf, y + o + blockStride) }
-            if stats != nil {
-                sum += a
-                squares = fmadd(squares, a, a)
-            }
         }
 
         @_transparent
         func finish() {
-            guard let stats else { return }
-            store16(load16(stats) + sum, stats)
-            store16(load16(stats + 16) + squares, stats + 16)
+            guard let slot = stats?.slot else { return }
+            store16(load16(slot) + sum, slot)
+            store16(load16(slot + 16) + squares, slot + 16)
         }
     }
 
-    /// Bias, residual, clamp and store of one pixel's 16 accumulated channels; with `stats`, Σ
-    /// and Σ² of the stored values as in `Epilogue16`.
+    /// Bias, residual, clamp and store of one pixel's 16 accumulated channels; with `stats`, the
+    /// sums of `ConvMoments` as in `Epilogue16`.
     struct Epilogue {
         let b0: SIMD8<Float>, b1: SIMD8<Float>, lo: SIMD8<Float>, hi: SIMD8<Float>
         let residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pixOut: UnsafePointer<Int>
         let blockStride: Int, twoBlocks: Bool
-        let stats: UnsafeMutablePointer<Float>?
+        let stats: EpilogueSums?
+        let scale0: SIMD8<Float>, scale1: SIMD8<Float>, shift0: SIMD8<Float>, shift1: SIMD8<Float>
         var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), q0 = SIMD8<Float>(), q1 = SIMD8<Float>()
 
         @inline(__always)
         init(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
              pixOut: UnsafePointer<Int>, blockStride: Int, twoBlocks: Bool, lo: Float, hi: Float,
-             stats: UnsafeMutablePointer<Float>?) {
+             stats: EpilogueSums?) {
             b0 = load8(bias); b1 = load8(bias + 8)
             self.lo = SIMD8(repeating: lo); self.hi = SIMD8(repeating: hi)
             (self.residual, self.y, self.pixOut, self.blockStride, self.twoBlocks) = (residual, y, pixOut, blockStride, twoBlocks)
             self.stats = stats
+            scale0 = stats?.maskScale.map { load8($0) } ?? SIMD8(); scale1 = stats?.maskScale.map { load8($0 + 8) } ?? SIMD8()
+            shift0 = stats?.maskShift.map { load8($0) } ?? SIMD8(); shift1 = stats?.maskShift.map { load8($0 + 8) } ?? SIMD8()
         }
 
         @_transparent
@@ -701,19 +743,32 @@ public final class BlockedConv2D: @unchecked Sendable {
             }
             a = vmin(vmax(a, lo), hi)
             b = vmin(vmax(b, lo), hi)
+            if let stats {
+                if let z = stats.z {
+                    let z0 = load8(z + o), z1 = twoBlocks ? load8(z + o + blockStride) : SIMD8()
+                    if let m = stats.reluOutput {
+                        a = a.replacing(with: 0, where: load8(m + o) .<= 0)
+                        if twoBlocks { b = b.replacing(with: 0, where: load8(m + o + blockStride) .<= 0) }
+                    } else if stats.maskScale != nil {
+                        a = a.replacing(with: 0, where: fmadd(shift0, z0, scale0) .<= 0)
+                        b = b.replacing(with: 0, where: fmadd(shift1, z1, scale1) .<= 0)
+                    }
+                    s0 += a; q0 = fmadd(q0, a, z0)
+                    s1 += b; q1 = fmadd(q1, b, z1)
+                } else {
+                    s0 += a; q0 = fmadd(q0, a, a)
+                    s1 += b; q1 = fmadd(q1, b, b)
+                }
+            }
             store8(a, y + o)
             if twoBlocks { store8(b, y + o + blockStride) }
-            if stats != nil {
-                s0 += a; q0 = fmadd(q0, a, a)
-                s1 += b; q1 = fmadd(q1, b, b)
-            }
         }
 
         @_transparent
         func finish() {
-            guard let stats else { return }
-            store16(load16(stats) + SIMD16(lowHalf: s0, highHalf: s1), stats)
-            store16(load16(stats + 16) + SIMD16(lowHalf: q0, highHalf: q1), stats + 16)
+            guard let slot = stats?.slot else { return }
+            store16(load16(slot) + SIMD16(lowHalf: s0, highHalf: s1), slot)
+            store16(load16(slot + 16) + SIMD16(lowHalf: q0, highHalf: q1), slot + 16)
         }
     }
 }

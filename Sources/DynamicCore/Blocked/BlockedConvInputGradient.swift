@@ -65,20 +65,27 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
         for p in phases { p.conv?.repack(weight: Self.phaseWeight(weight, config, p.kys, p.kxs), bias: nil) }
     }
 
+    /// True when dx is written by one convolution (stride 1): only then can `run` gather `moments`.
+    public var isSinglePass: Bool { phases.count == 1 && phases[0].conv != nil }
+
     /// dx = dL/dx (+ residual) from dy = dL/dy. dy: [N, Cout, Ho, Wo] with a halo of
     /// max(kh, kw)·dilation (enough for every phase; 1 for 3×3/pad 1 and 1×1 convolutions);
     /// dx, residual: [N, Cin, H, W] with (Ho, Wo) the forward output size of (H, W).
-    public func run(_ dy: BlockedBuffer, into dx: BlockedBuffer, residual: BlockedBuffer? = nil, threads: Int? = nil) {
+    /// `moments` (`isSinglePass` only): sums over dx gathered as it is stored, typically the
+    /// `.gradientSums` of the batch norm whose output gradient dx is.
+    public func run(_ dy: BlockedBuffer, into dx: BlockedBuffer, residual: BlockedBuffer? = nil, threads: Int? = nil,
+                    moments: ConvMoments? = nil) {
         let c = config, sy = dy.shape, sx = dx.shape
         precondition(sy.n == sx.n && sy.c == c.outChannels && sx.c == c.inChannels
                      && c.outputSize(h: sx.h, w: sx.w) == (sy.h, sy.w), "input gradient: dY \(sy) does not match dX \(sx)")
+        precondition(moments == nil || isSinglePass, "input gradient: moments need a single-pass (stride-1) convolution")
         for p in phases {
             let height = (sx.h - p.py + c.strideH - 1) / c.strideH, width = (sx.w - p.px + c.strideW - 1) / c.strideW
             guard height > 0 && width > 0 else { continue }
             let placement = BlockedConv2D.OutputPlacement(height: height, width: width, strideH: c.strideH,
                                                           strideW: c.strideW, offsetY: p.py, offsetX: p.px)
             if let conv = p.conv {
-                conv.run(dy, into: dx, placement: placement, residual: residual, threads: threads)
+                conv.run(dy, into: dx, placement: placement, residual: residual, threads: threads, moments: moments)
             } else {
                 Self.fill(dx, placement, from: residual)   // no tap reaches these pixels
             }

@@ -10,15 +10,15 @@
 extension BlockedConv2D {
     /// 8 pixels × 32 output channels on 16-lane vectors (16 accumulators).
     /// Same contract as `conv6x16`; `w` is the first pair's panel, the second pair's is `panel` floats on;
-    /// `outBlocks` (1…4) of the tile's 8-channel output blocks exist. `stats`: Σ and Σ² of the
-    /// stored values are added to it, per pair of blocks [Σ (16) | Σ² (16)] × 2 (see `ConvMoments`).
+    /// `outBlocks` (1…4) of the tile's 8-channel output blocks exist. `stats`: the epilogue sums
+    /// of `ConvMoments` (Σ and Σ² of the stored values, or a batch norm's gradient sums), for both pairs.
     @inline(never)
     static func conv8x32(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,
                          _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
                          _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>,
                          _ outBlockStride: Int, _ nPix: Int, _ outBlocks: Int, _ bias: UnsafePointer<Float>,
                          _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
-                         _ stats: UnsafeMutablePointer<Float>?) {
+                         _ stats: EpilogueSums?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>(), b4 = SIMD16<Float>(), b5 = SIMD16<Float>(), b6 = SIMD16<Float>(), b7 = SIMD16<Float>()
         let x0 = x + pixIn[0], x1 = x + pixIn[1], x2 = x + pixIn[2], x3 = x + pixIn[3], x4 = x + pixIn[4], x5 = x + pixIn[5], x6 = x + pixIn[6], x7 = x + pixIn[7]
@@ -48,7 +48,7 @@ extension BlockedConv2D {
                             blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)
         var e1 = Epilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride }, y: y + 2 * outBlockStride,
                             pixOut: pixOut, blockStride: outBlockStride, blocks: outBlocks - 2, lo: lo, hi: hi,
-                            stats: stats.map { $0 + 32 })
+                            stats: stats?.nextPair(blockStride: outBlockStride))
         e0.store(0, a0); e1.store(0, b0)
         if nPix > 1 { e0.store(1, a1); e1.store(1, b1) }
         if nPix > 2 { e0.store(2, a2); e1.store(2, b2) }
@@ -62,15 +62,15 @@ extension BlockedConv2D {
 
     /// 8 pixels × 16 output channels on 16-lane vectors (16 accumulators, even and odd input channels apart).
     /// Same contract as `conv6x16`; `w` is the first pair's panel;
-    /// `outBlocks` (1…2) of the tile's 8-channel output blocks exist. `stats`: Σ and Σ² of the
-    /// stored values are added to it, per pair of blocks [Σ (16) | Σ² (16)] (see `ConvMoments`).
+    /// `outBlocks` (1…2) of the tile's 8-channel output blocks exist. `stats`: the epilogue sums
+    /// of `ConvMoments` (Σ and Σ² of the stored values, or a batch norm's gradient sums).
     @inline(never)
     static func conv8x16(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,
                          _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
                          _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>,
                          _ outBlockStride: Int, _ nPix: Int, _ outBlocks: Int, _ bias: UnsafePointer<Float>,
                          _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
-                         _ stats: UnsafeMutablePointer<Float>?) {
+                         _ stats: EpilogueSums?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>(), b4 = SIMD16<Float>(), b5 = SIMD16<Float>(), b6 = SIMD16<Float>(), b7 = SIMD16<Float>()
         let x0 = x + pixIn[0], x1 = x + pixIn[1], x2 = x + pixIn[2], x3 = x + pixIn[3], x4 = x + pixIn[4], x5 = x + pixIn[5], x6 = x + pixIn[6], x7 = x + pixIn[7]
@@ -133,7 +133,7 @@ extension BlockedConv2D {
                            _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,
                            _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,
                            _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
-                           _ stats: UnsafeMutablePointer<Float>?) {
+                           _ stats: EpilogueSums?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>(), b4 = SIMD16<Float>(), b5 = SIMD16<Float>(), b6 = SIMD16<Float>(), b7 = SIMD16<Float>()
         var wp = w
@@ -165,7 +165,7 @@ extension BlockedConv2D {
                                blockStride: outBlockStride, blocks: Swift.min(outBlocks, 2), lo: lo, hi: hi, stats: stats)
         var e1 = RowEpilogue16(bias: bias + 16, residual: residual.map { $0 + 2 * outBlockStride },
                                y: y + 2 * outBlockStride, out: out, outStep: outStep, blockStride: outBlockStride,
-                               blocks: outBlocks - 2, lo: lo, hi: hi, stats: stats.map { $0 + 32 })
+                               blocks: outBlocks - 2, lo: lo, hi: hi, stats: stats?.nextPair(blockStride: outBlockStride))
         if first <= 0 { e0.store(0, a0); e1.store(0, b0) }
         if first <= 1 { e0.store(1, a1); e1.store(1, b1) }
         if first <= 2 { e0.store(2, a2); e1.store(2, b2) }
@@ -188,7 +188,7 @@ extension BlockedConv2D {
                            _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,
                            _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,
                            _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
-                           _ stats: UnsafeMutablePointer<Float>?) {
+                           _ stats: EpilogueSums?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var wp = w
         for blk in 0..<blocks {
@@ -239,7 +239,7 @@ extension BlockedConv2D {
                            _ w: UnsafePointer<Float>, _ panel: Int, _ y: UnsafeMutablePointer<Float>, _ out: Int,
                            _ outStep: Int, _ outBlockStride: Int, _ first: Int, _ outBlocks: Int,
                            _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float, _ hi: Float,
-                           _ stats: UnsafeMutablePointer<Float>?) {
+                           _ stats: EpilogueSums?) {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>(), a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var a8 = SIMD16<Float>(), a9 = SIMD16<Float>(), a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>(), a14 = SIMD16<Float>(), a15 = SIMD16<Float>()
         var wp = w

@@ -19,6 +19,10 @@ final class TrainingUnit {
     var scale: [Float] = [], shift: [Float] = []
     /// Σz, Σz² gathered by the forward convolution as it writes z.
     private let moments = ConvMoments()
+    /// Σg, Σg·z of this batch norm's backward, gathered by the input-gradient convolution that
+    /// writes g (see `gradientSums(relu:)`), waiting for `backwardBatchNorm`.
+    private let gradientMoments = ConvMoments()
+    private var pendingGradientSums: (sum: [Double], sumOfSquares: [Double])?
 
     /// `gradientRole` names the shared dz buffer: units whose dz lives at the same time need different roles.
     /// `fromImages`: the input comes as an NCHW tensor (the stem), which takes the im2col route.
@@ -71,8 +75,16 @@ final class TrainingUnit {
     /// Batch-norm backward from g = dL/d(bn output), masked by the ReLU after the batch norm:
     /// accumulates dγ, dβ and fills `dz`. `relu`: `.output(y)` masks g in place (others read the
     /// masked g too); `.recomputed` takes the mask from z and this step's scale and shift.
+    /// When the convolution that produced g gathered the sums already (`gradientSums(relu:)`
+    /// passed to its `backwardConvolution`), they are used instead of a sweep over g and z.
     func backwardBatchNorm(_ g: BlockedBuffer, relu: BlockedBatchNorm.ReLU?, threads: Int) {
-        let sums = BlockedBatchNorm.gradientSums(g, relu: relu, input: z, threads: threads)
+        let sums: (sumG: [Double], sumGZ: [Double])
+        if let pending = pendingGradientSums {
+            sums = (pending.sum, pending.sumOfSquares)
+            pendingGradientSums = nil
+        } else {
+            sums = BlockedBatchNorm.gradientSums(g, relu: relu, input: z, threads: threads)
+        }
         let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: mean, invStd: invStd,
                                           gamma: bn.weight.value.scalars, count: z.shape.n * z.shape.h * z.shape.w)
         bn.weight.accumulateGrad(Tensor(shape: [k.gamma.count], scalars: k.gamma))
@@ -80,14 +92,30 @@ final class TrainingUnit {
         BlockedBatchNorm.applyBackward(k, gradient: g, input: z, relu: relu, into: dz, threads: threads)
     }
 
+    /// The sums this unit's `backwardBatchNorm` needs, for the producer of its output gradient
+    /// to gather (`ConvMoments.gradientSums` against z).
+    func gradientSums(relu: BlockedBatchNorm.ReLU?) -> ConvMoments {
+        gradientMoments.kind = .gradientSums(input: z, relu: relu)
+        return gradientMoments
+    }
+
     /// Weight gradient from the forward input, then dL/dinput (+ residual) into `inputGrad`.
+    /// `consumer`: the unit whose batch norm gets `inputGrad` as its output gradient, with the
+    /// ReLU after it; when this convolution writes it in one pass (stride 1), its epilogue
+    /// gathers the consumer's gradient sums (and masks the stored gradient).
     func backwardConvolution(input: BlockedBuffer, into inputGrad: BlockedBuffer?, residual: BlockedBuffer? = nil,
-                             threads: Int) {
+                             consumer: (unit: TrainingUnit, relu: BlockedBatchNorm.ReLU?)? = nil, threads: Int) {
         let c = conv.config
         conv.weight.accumulateGrad(BlockedConvWeightGradient.compute(input: input, gradOutput: dz, config: c,
                                                                      threads: threads))
         guard let inputGrad else { return }
-        inputGradient.run(dz, into: inputGrad, residual: residual, threads: threads)
+        guard let consumer, inputGradient.isSinglePass else {
+            inputGradient.run(dz, into: inputGrad, residual: residual, threads: threads)
+            return
+        }
+        let moments = consumer.unit.gradientSums(relu: consumer.relu)
+        inputGradient.run(dz, into: inputGrad, residual: residual, threads: threads, moments: moments)
+        consumer.unit.pendingGradientSums = moments.totals(channels: inputGrad.shape.c)
     }
 }
 
@@ -193,20 +221,25 @@ final class ResNetTrainingPlan {
         precondition(pendingBackward, "CIFARResNet.backward called without a training-mode forward before it")
         pendingBackward = false
         BlockedOps.globalAvgPoolBackward(m.linear.backward(gradLogits), into: blocks.last?.gradOutput ?? stemGrad)
-        for b in blocks.reversed() {
+        for (i, b) in blocks.enumerated().reversed() {
             let g = b.gradOutput
             // out = relu(bn2(z2) + shortcut): mask g by out once; both branches see the masked g.
             b.unit2.backwardBatchNorm(g, relu: .output(b.output), threads: threads)
             b.projection?.backwardBatchNorm(g, relu: nil, threads: threads)
-            b.unit2.backwardConvolution(input: b.mid, into: b.gradMid, threads: threads)
             // mid = relu(bn1(z1)) is read by nothing else here: its mask comes from z1, which the
-            // batch norm reads anyway (one activation less to stream, and gradMid is not rewritten).
-            b.unit1.backwardBatchNorm(b.gradMid, relu: .recomputed(scale: b.unit1.scale, shift: b.unit1.shift), threads: threads)
+            // batch norm reads anyway (one activation less to stream). The input gradient that
+            // writes gradMid gathers bn1's gradient sums on the way.
+            let relu1 = BlockedBatchNorm.ReLU.recomputed(scale: b.unit1.scale, shift: b.unit1.shift)
+            b.unit2.backwardConvolution(input: b.mid, into: b.gradMid, consumer: (b.unit1, relu1), threads: threads)
+            b.unit1.backwardBatchNorm(b.gradMid, relu: relu1, threads: threads)
+            // gradInput is the previous block's output gradient (or the stem's): its bn2 sums,
+            // masked by that block's output, are gathered as it is written.
+            let consumer = (i > 0 ? blocks[i - 1].unit2 : stem, BlockedBatchNorm.ReLU.output(b.input))
             if let p = b.projection, let sc = b.gradShortcut {
                 p.backwardConvolution(input: b.input, into: sc, threads: threads)
-                b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: sc, threads: threads)
+                b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: sc, consumer: consumer, threads: threads)
             } else {
-                b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: g, threads: threads)
+                b.unit1.backwardConvolution(input: b.input, into: b.gradInput, residual: g, consumer: consumer, threads: threads)
             }
         }
         stem.backwardBatchNorm(stemGrad, relu: .output(stemOutput), threads: threads)
