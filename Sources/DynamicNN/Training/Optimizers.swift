@@ -106,21 +106,32 @@ public final class SGD: Optimizer {
                   momentum: momentum, nesterov: nesterov)
     }
 
+    /// One pass per parameter, in place (the momentum buffer and the weights are updated where
+    /// they are; PyTorch's arithmetic, operation for operation):
+    /// d = g + wd·w; buf = momentum·buf + (1 − dampening)·d (buf = d on the first step);
+    /// d = d + momentum·buf (Nesterov) or buf; w = w − lr·d.
     public func step() {
+        let (momentum, dampening, nesterov) = (self.momentum, self.dampening, self.nesterov)
         forEachGradient { i, group, p, grad, lr in
             let wd = group.weightDecay
-            var d = wd == 0 ? grad : grad.zipMap(p.value) { g, w in g + wd * w }
-            if momentum != 0 {
-                let buf: Tensor
-                if let old = buffers[i] {
-                    buf = old.zipMap(d) { [momentum, dampening] b, x in momentum * b + (1 - dampening) * x }
-                } else {
-                    buf = d
+            let first = buffers[i] == nil
+            var buf = buffers.removeValue(forKey: i) ?? Tensor(zeros: momentum != 0 ? p.value.shape : [0])
+            grad.withUnsafeBufferPointer { g in
+                buf.withUnsafeMutableBufferPointer { b in
+                    p.value.withUnsafeMutableBufferPointer { w in
+                        for k in 0..<w.count {
+                            var d = wd == 0 ? g[k] : g[k] + wd * w[k]
+                            if momentum != 0 {
+                                let nb = first ? d : momentum * b[k] + (1 - dampening) * d
+                                b[k] = nb
+                                d = nesterov ? d + momentum * nb : nb
+                            }
+                            w[k] = w[k] - lr * d
+                        }
+                    }
                 }
-                buffers[i] = buf
-                d = nesterov ? d.zipMap(buf) { [momentum] x, b in x + momentum * b } : buf
             }
-            p.value = p.value.zipMap(d) { w, x in w - lr * x }
+            if momentum != 0 { buffers[i] = buf }
         }
     }
 
@@ -173,28 +184,34 @@ public final class Adam: Optimizer {
         Adam(parameters, learningRate: learningRate, weightDecay: weightDecay, decoupledWeightDecay: true)
     }
 
+    /// One pass per parameter, in place, with PyTorch's arithmetic operation for operation.
     public func step() {
+        let (beta1, beta2, eps, decoupled) = (self.beta1, self.beta2, self.eps, decoupledWeightDecay)
         forEachGradient { i, group, p, grad, lr in
             let wd = group.weightDecay
-            var g = grad
-            var w = p.value
-            if wd != 0 {
-                if decoupledWeightDecay {
-                    let decay = 1 - lr * wd
-                    w = w.map { $0 * decay }
-                } else {
-                    g = g.zipMap(w) { x, v in x + wd * v }
-                }
-            }
-            var s = state[i] ?? Moments(m: Tensor(zeros: w.shape), v: Tensor(zeros: w.shape), step: 0)
+            var s = state.removeValue(forKey: i) ?? Moments(m: Tensor(zeros: p.value.shape), v: Tensor(zeros: p.value.shape), step: 0)
             s.step += 1
-            s.m = s.m.zipMap(g) { [beta1] m, x in m + (1 - beta1) * (x - m) }   // lerp, as PyTorch
-            s.v = s.v.zipMap(g) { [beta2] v, x in beta2 * v + (1 - beta2) * x * x }
             let bc1 = 1 - pow(Double(beta1), Double(s.step)), bc2 = 1 - pow(Double(beta2), Double(s.step))
             let stepSize = Float(Double(lr) / bc1), bc2Sqrt = Float(bc2.squareRoot())
-            let eps = self.eps
-            let update = s.m.zipMap(s.v) { m, v in m / ((v.squareRoot() / bc2Sqrt) + eps) }
-            p.value = w.zipMap(update) { x, u in x - stepSize * u }
+            let decay = 1 - lr * wd
+            grad.withUnsafeBufferPointer { gb in
+                s.m.withUnsafeMutableBufferPointer { mb in
+                    s.v.withUnsafeMutableBufferPointer { vb in
+                        p.value.withUnsafeMutableBufferPointer { w in
+                            for k in 0..<w.count {
+                                var g = gb[k], x = w[k]
+                                if wd != 0 {
+                                    if decoupled { x = x * decay } else { g = g + wd * x }
+                                }
+                                let m = mb[k] + (1 - beta1) * (g - mb[k])     // lerp, as PyTorch
+                                let v = beta2 * vb[k] + (1 - beta2) * g * g
+                                mb[k] = m; vb[k] = v
+                                w[k] = x - stepSize * (m / ((v.squareRoot() / bc2Sqrt) + eps))
+                            }
+                        }
+                    }
+                }
+            }
             state[i] = s
         }
     }
