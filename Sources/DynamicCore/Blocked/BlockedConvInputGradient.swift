@@ -87,7 +87,7 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
             if let conv = p.conv {
                 conv.run(dy, into: dx, placement: placement, residual: residual, threads: threads, moments: moments)
             } else {
-                Self.fill(dx, placement, from: residual)   // no tap reaches these pixels
+                Self.fill(dx, placement, from: residual, threads: threads)   // no tap reaches these pixels
             }
         }
     }
@@ -124,17 +124,21 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
         }
     }
 
-    /// The placed pixels of dx ← residual (or zero).
-    static func fill(_ dx: BlockedBuffer, _ p: BlockedConv2D.OutputPlacement, from residual: BlockedBuffer?) {
+    /// The placed pixels of dx ← residual (or zero): the phases of a strided 1×1 convolution that
+    /// no tap reaches (three of four at stride 2, e.g. a projection shortcut's).
+    static func fill(_ dx: BlockedBuffer, _ p: BlockedConv2D.OutputPlacement, from residual: BlockedBuffer?,
+                     threads: Int? = nil) {
         let s = dx.shape
-        for n in 0..<s.n {
-            for b in 0..<s.blocks {
-                let base = n * s.imageStride + b * s.blockStride
-                for m in 0..<p.height {
-                    for j in 0..<p.width {
-                        let o = base + s.pixelOffset(m * p.strideH + p.offsetY, j * p.strideW + p.offsetX)
-                        store8(residual.map { load8($0.pointer + o) } ?? SIMD8<Float>(), dx.pointer + o)
-                    }
+        let (d, r) = (dx.pointer, residual.map { UnsafePointer($0.pointer) })
+        let step = 8 * p.strideW
+        Parallel.forEach(s.n * s.blocks, threads: threads) { t in
+            let base = (t / s.blocks) * s.imageStride + (t % s.blocks) * s.blockStride
+            for m in 0..<p.height {
+                let o = base + s.pixelOffset(m * p.strideH + p.offsetY, p.offsetX)
+                if let r {
+                    for j in 0..<p.width { store8(load8(r + o + j * step), d + o + j * step) }
+                } else {
+                    for j in 0..<p.width { store8(SIMD8<Float>(), d + o + j * step) }
                 }
             }
         }
