@@ -73,14 +73,14 @@ public enum BlockedConvWeightGradient {
         rowOffsets.withUnsafeBufferPointer { ro in
             rowIn.withUnsafeBufferPointer { rin in
                 rowOut.withUnsafeBufferPointer { rout in
-                    sweep(tiles: tiles, images: si.n, rows: so.h, chunkRows: chunkBytes / (bytesPerPixel * so.w),
-                          threads: threads) { n, r0, count, tile in
+                    sweep(tiles: tiles, rows: si.n * so.h, chunkRows: chunkBytes / (bytesPerPixel * so.w),
+                          threads: threads) { r0, count, tile in
                         let rt = tile / coTiles, ct = tile % coTiles
                         let b0 = ct * blocksPerTile, nb = Swift.min(blocksPerTile, so.blocks - b0)
                         // A missing dY block reads an existing one again; its sums are never read.
                         let bs = so.blockStride
-                        let (xt, rowsT) = (xp + n * si.imageStride, ro.baseAddress! + rt * rowsPerTile)
-                        let (yt, at) = (yp + n * so.imageStride + b0 * bs, acc + tile * tileFloats)
+                        let (xt, rowsT) = (xp, ro.baseAddress! + rt * rowsPerTile)
+                        let (yt, at) = (yp + b0 * bs, acc + tile * tileFloats)
                         let (ri, rq) = (rin.baseAddress! + r0, rout.baseAddress! + r0)
                         if !wide {
                             tile6x16(xt, rowsT, yt, nb > 1 ? bs : 0, ri, rq, count, so.w, 8 * c.strideW, at)
@@ -150,12 +150,11 @@ public enum BlockedConvWeightGradient {
         let bs = so.blockStride
         rowIn.withUnsafeBufferPointer { rin in
             rowOut.withUnsafeBufferPointer { rout in
-                sweep(tiles: tiles.count, images: si.n, rows: so.h, chunkRows: chunkBytes / (bytesPerPixel * so.w),
-                      threads: threads) { n, r0, count, t in
+                sweep(tiles: tiles.count, rows: si.n * so.h, chunkRows: chunkBytes / (bytesPerPixel * so.w),
+                      threads: threads) { r0, count, t in
                     let tile = tiles[t], g = tile.group
-                    let xt = xp + n * si.imageStride + tile.inBlock * si.blockStride
-                        + tile.ky * c.dilationH * si.wp * 8 + tile.ciOffset
-                    let yt = yp + n * so.imageStride + g.block * bs
+                    let xt = xp + tile.inBlock * si.blockStride + tile.ky * c.dilationH * si.wp * 8 + tile.ciOffset
+                    let yt = yp + g.block * bs
                     // A missing dY block reads an existing one again; its sums are never read.
                     let (ri, rq, at) = (rin.baseAddress! + r0, rout.baseAddress! + r0, acc + t * tileFloats)
                     if g.blocks > 2 {
@@ -188,31 +187,33 @@ public enum BlockedConvWeightGradient {
     /// Bytes of input and dY per sweep chunk.
     static let chunkBytes = 256 << 10
 
-    /// Start of every output row of one image: window origin in x (tap (0, 0)), first pixel in dy.
+    /// Start of every output row of every image, in image order: window origin in x (tap (0, 0))
+    /// and first pixel in dy, from the buffers' starts.
     static func rowStarts(_ si: BlockedShape, _ so: BlockedShape, _ c: Conv2DConfig) -> (rowIn: [Int], rowOut: [Int]) {
-        var rowIn = [Int](repeating: 0, count: so.h), rowOut = rowIn
-        for oy in 0..<so.h {
-            rowIn[oy] = si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
-            rowOut[oy] = so.pixelOffset(oy, 0)
+        var rowIn = [Int](repeating: 0, count: si.n * so.h), rowOut = rowIn
+        for n in 0..<si.n {
+            for oy in 0..<so.h {
+                rowIn[n * so.h + oy] = n * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, -c.padW)
+                rowOut[n * so.h + oy] = n * so.imageStride + so.pixelOffset(oy, 0)
+            }
         }
         return (rowIn, rowOut)
     }
 
-    /// Calls body(image, firstRow, rowCount, tile) for every image and chunk of `chunkRows` output
-    /// rows (at least 1), each thread sweeping its contiguous share of the tiles over a chunk while
-    /// the chunk's inputs are in L1. Every tile sums images and rows in order, whatever the thread count.
-    static func sweep(tiles: Int, images: Int, rows: Int, chunkRows: Int, threads: Int?,
-                      _ body: (Int, Int, Int, Int) -> Void) {
+    /// Calls body(firstRow, rowCount, tile) for every chunk of `chunkRows` rows (at least 1) of
+    /// all images' output rows in order, each thread sweeping its contiguous share of the tiles
+    /// over a chunk while the chunk's inputs are in cache. Chunks run across images: small
+    /// images (8×8) would otherwise pay a tile's accumulator loads and stores every 64 pixels.
+    /// Every tile sums images and rows in order, whatever the thread count.
+    static func sweep(tiles: Int, rows: Int, chunkRows: Int, threads: Int?, _ body: (Int, Int, Int) -> Void) {
         let chunk = Swift.max(1, chunkRows)
         let parts = Parallel.ranges(tiles, parts: Swift.max(1, threads ?? Parallel.defaultThreads))
         Parallel.forEach(parts.count, threads: parts.count) { part in
-            for n in 0..<images {
-                var r0 = 0
-                while r0 < rows {
-                    let count = Swift.min(chunk, rows - r0)
-                    for tile in parts[part] { body(n, r0, count, tile) }
-                    r0 += count
-                }
+            var r0 = 0
+            while r0 < rows {
+                let count = Swift.min(chunk, rows - r0)
+                for tile in parts[part] { body(r0, count, tile) }
+                r0 += count
             }
         }
     }
