@@ -57,7 +57,7 @@ final class BackwardKernelTests: XCTestCase {
     /// The phase-split input gradient on blocked buffers with a residual: phases without taps
     /// (1×1 stride 2 reaches only even pixels) must still write residual there. Under both kernel
     /// widths; the wider cases reach the 16-lane row kernels, a 5×5 stride-2 convolution through
-    /// phases whose output pixels are two apart.
+    /// phases whose output pixels are two apart. Weights re-packed in place, as training does.
     func testBlockedInputGradientWithResidual() {
         var rng = SeededRNG(seed: 22)
         forEachKernelWidth { width in
@@ -69,8 +69,10 @@ final class BackwardKernelTests: XCTestCase {
                     let dy = Tensor.normal([2, cout, ho, wo], rng: &rng), r = Tensor.normal([2, cin, h, h], rng: &rng)
                     let dx = BlockedBuffer(BlockedShape(n: 2, c: cin, h: h, w: h, halo: 1))
                     dx.load(Tensor.normal([2, cin, h, h], rng: &rng))        // stale values must all be overwritten
-                    BlockedConvInputGradient(weight: wt, config: cfg).run(BlockedBuffer(dy, halo: 3), into: dx,
-                                                                          residual: BlockedBuffer(r, halo: 1))
+                    // Packed for other weights first: training re-packs in place every step.
+                    let gradient = BlockedConvInputGradient(weight: Tensor.normal(cfg.weightShape, rng: &rng), config: cfg)
+                    gradient.repack(weight: wt)
+                    gradient.run(BlockedBuffer(dy, halo: 3), into: dx, residual: BlockedBuffer(r, halo: 1))
                     let expected = Reference.conv2dBackwardInput(dy, weight: wt, config: cfg, inputHeight: h, inputWidth: h) + r
                     assertClose(dx.toTensor(), expected, tol: 5e-6, "\(cin)→\(cout) k\(k) s\(s) p\(p) \(h)×\(h) \(width)")
                 }

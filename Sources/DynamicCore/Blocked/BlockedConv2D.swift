@@ -76,14 +76,18 @@ public final class BlockedConv2D: @unchecked Sendable {
         let kk = c.kernelH * c.kernelW
         let panel = reductionBlocks * taps * lanes * 16
         weight.withUnsafeBufferPointer { w in
+            // Reduction index: (block, tap, channel-in-block), or the im2col value ic·kk + t.
+            // Training re-packs every layer each step: no per-element index arithmetic.
+            let src = w.baseAddress!
             for oc in 0..<c.outChannels {
-                let j = oc / 16, lane = oc % 16
+                let dst = packed + (oc / 16) * panel + oc % 16
                 for ic in 0..<c.inChannels {
-                    for t in 0..<kk {
-                        let v = w[(oc * c.inChannels + ic) * kk + t]
-                        // Reduction index: (block, tap, channel-in-block).
-                        let (blk, tap, ch) = usesIm2col ? (0, 0, ic * kk + t) : (ic / 8, t, ic % 8)
-                        packed[j * panel + ((blk * taps + tap) * lanes + ch) * 16 + lane] = v
+                    let from = src + (oc * c.inChannels + ic) * kk
+                    if usesIm2col {
+                        for t in 0..<kk { dst[(ic * kk + t) * 16] = from[t] }
+                    } else {
+                        let to = dst + ((ic / 8) * taps * 8 + ic % 8) * 16
+                        for t in 0..<kk { to[t * 128] = from[t] }
                     }
                 }
             }
@@ -93,6 +97,29 @@ public final class BlockedConv2D: @unchecked Sendable {
             b.withUnsafeBufferPointer { for i in 0..<c.outChannels { self.bias[i] = $0[i] } }
         } else {
             bias.update(repeating: 0, count: pairs * 16)
+        }
+    }
+
+    /// Packs, for the input gradient of a forward convolution `forward` with weights
+    /// w [Cout, Cin, kh, kw], its taps (kys × kxs) transposed — `phaseWeight` packed without the
+    /// intermediate tensor (training re-packs every layer each step). This convolution's input
+    /// channels are the forward's outputs and vice versa; no bias.
+    func repack(transposing w: Tensor, of forward: Conv2DConfig, kys: [Int], kxs: [Int]) {
+        let c = config, kk = forward.kernelH * forward.kernelW
+        precondition(!usesIm2col && c.inChannels == forward.outChannels && c.outChannels == forward.inChannels
+                     && taps == kys.count * kxs.count && w.shape == forward.weightShape, "transposed repack mismatched")
+        let panel = reductionBlocks * taps * lanes * 16
+        let tapOffsets = kys.flatMap { ky in kxs.map { kx in ky * forward.kernelW + kx } }
+        w.withUnsafeBufferPointer { wb in
+            let src = wb.baseAddress!
+            for co in 0..<forward.outChannels {          // this convolution's input channel
+                let row = ((co / 8) * taps * 8 + co % 8) * 16
+                for ci in 0..<forward.inChannels {       // its output channel
+                    let to = packed + (ci / 16) * panel + ci % 16 + row
+                    let from = src + (co * forward.inChannels + ci) * kk
+                    for (t, o) in tapOffsets.enumerated() { to[t * 128] = from[o] }
+                }
+            }
         }
     }
 

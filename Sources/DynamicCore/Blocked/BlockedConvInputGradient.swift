@@ -62,7 +62,8 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
 
     /// Packs new forward weights [Cout, Cin, kh, kw].
     public func repack(weight: Tensor) {
-        for p in phases { p.conv?.repack(weight: Self.phaseWeight(weight, config, p.kys, p.kxs), bias: nil) }
+        precondition(weight.shape == config.weightShape, "weight must be \(config.weightShape), got \(weight.shape)")
+        for p in phases { p.conv?.repack(transposing: weight, of: config, kys: p.kys, kxs: p.kxs) }
     }
 
     /// True when dx is written by one convolution (stride 1): only then can `run` gather `moments`.

@@ -52,10 +52,10 @@ final class TrainingUnit {
         packedVersion = conv.weight.version
     }
 
-    /// Convolution into z, then the batch statistics: updates the running statistics and sets
-    /// the per-channel scale and shift of the normalisation.
+    /// Convolution into z (weights packed by `pack()`), then the batch statistics: updates the
+    /// running statistics and sets the per-channel scale and shift of the normalisation.
     func run(_ input: BlockedBuffer, threads: Int) {
-        pack()
+        precondition(conv.weight.version == packedVersion, "TrainingUnit.run before pack()")
         let count = z.shape.n * z.shape.h * z.shape.w
         forward.run(input, into: z, threads: threads, moments: moments)
         let t = moments.totals(channels: z.shape.c)
@@ -148,6 +148,8 @@ final class ResNetTrainingPlan {
     let stemOutput: BlockedBuffer, stemGrad: BlockedBuffer
     let imageGrad: BlockedBuffer
     let blocks: [Block]
+    /// Every unit: the stem, then each block's units.
+    private let units: [TrainingUnit]
     private var pendingBackward = false
 
     init(model m: CIFARResNet, n: Int, h: Int, w: Int) {
@@ -180,12 +182,16 @@ final class ResNetTrainingPlan {
             }
         }
         self.blocks = blocks
+        units = [stem] + blocks.flatMap { [$0.unit1, $0.unit2] + ($0.projection.map { [$0] } ?? []) }
     }
 
     /// Training-mode forward: logits [N, classes] for x [N, 3, H, W] of the planned shape.
     /// Updates every batch norm's running statistics; `backward` must follow before the next forward.
     func forward(_ m: CIFARResNet, _ x: Tensor, threads: Int) -> Tensor {
         precondition(x.shape == inputShape, "training plan for \(inputShape) got \(x.shape)")
+        // Every unit re-packs its changed weights, spread over the threads (ResNet-56: ~1 ms).
+        let units = self.units
+        Parallel.forEach(units.count, threads: threads) { units[$0].pack() }
         image.load(x)
         stem.run(image, threads: threads)
         BlockedBatchNorm.normalize(stem.z, scale: stem.scale, shift: stem.shift, activation: .relu, into: stemOutput,
