@@ -44,7 +44,7 @@ final class BlockedTrainingTests: XCTestCase {
         let masked = Ops.activationBackward(g, input: relu, .relu)
         let expected = Ops.batchNormTrainingBackward(masked, input: z, mean: ref.mean, invStd: invStd, gamma: gamma)
         let bg = BlockedBuffer(g, halo: 1)
-        let sums = BlockedBatchNorm.gradientSums(bg, reluOutput: BlockedBuffer(relu, halo: 1), input: bz)
+        let sums = BlockedBatchNorm.gradientSums(bg, relu: .output(BlockedBuffer(relu, halo: 1)), input: bz)
         _ = assertClose(bg.toTensor(), masked, tol: 0, "ReLU mask in place")
         let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: ref.mean, invStd: invStd,
                                           gamma: gamma.scalars, count: n * h * w)

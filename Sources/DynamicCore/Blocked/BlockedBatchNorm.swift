@@ -115,9 +115,9 @@ public enum BlockedBatchNorm {
         }
     }
 
-    /// Backward reductions of a batch norm whose input was z: when `reluOutput` is given, first
-    /// g ← g·[reluOutput > 0] in place (the ReLU that followed it); then per channel Σg and Σg·z.
-    public static func gradientSums(_ g: BlockedBuffer, reluOutput: BlockedBuffer?, input z: BlockedBuffer,
+    /// `gradientSums` for a ReLU given by its output (or none): first g ← g·[reluOutput > 0] in
+    /// place, then per channel Σg and Σg·z.
+    private static func gradientSums(_ g: BlockedBuffer, reluOutput: BlockedBuffer?, input z: BlockedBuffer,
                                     threads: Int? = nil) -> (sumG: [Double], sumGZ: [Double]) {
         let s = z.shape
         precondition(g.shape == s && reluOutput.map { $0.shape == s } != false, "gradientSums: buffers must share \(s)")

@@ -22,7 +22,7 @@ final class TrainingUnit {
     /// Σg, Σg·z of this batch norm's backward, gathered by the input-gradient convolution that
     /// writes g (see `gradientSums(relu:)`), waiting for `backwardBatchNorm`.
     private let gradientMoments = ConvMoments()
-    private var pendingGradientSums: (sum: [Double], sumOfSquares: [Double])?
+    private var pendingGradientSums: (sumG: [Double], sumGZ: [Double])?
 
     /// `gradientRole` names the shared dz buffer: units whose dz lives at the same time need different roles.
     /// The stem's 3 input channels run as one zero-padded 8-channel block on the direct kernels
@@ -72,13 +72,8 @@ final class TrainingUnit {
     /// When the convolution that produced g gathered the sums already (`gradientSums(relu:)`
     /// passed to its `backwardConvolution`), they are used instead of a sweep over g and z.
     func backwardBatchNorm(_ g: BlockedBuffer, relu: BlockedBatchNorm.ReLU?, threads: Int) {
-        let sums: (sumG: [Double], sumGZ: [Double])
-        if let pending = pendingGradientSums {
-            sums = (pending.sum, pending.sumOfSquares)
-            pendingGradientSums = nil
-        } else {
-            sums = BlockedBatchNorm.gradientSums(g, relu: relu, input: z, threads: threads)
-        }
+        let sums = pendingGradientSums ?? BlockedBatchNorm.gradientSums(g, relu: relu, input: z, threads: threads)
+        pendingGradientSums = nil
         let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: mean, invStd: invStd,
                                           gamma: bn.weight.value.scalars, count: z.shape.n * z.shape.h * z.shape.w)
         bn.weight.accumulateGrad(Tensor(shape: [k.gamma.count], scalars: k.gamma))
@@ -109,7 +104,8 @@ final class TrainingUnit {
         }
         let moments = consumer.unit.gradientSums(relu: consumer.relu)
         inputGradient.run(dz, into: inputGrad, residual: residual, threads: threads, moments: moments)
-        consumer.unit.pendingGradientSums = moments.totals(channels: inputGrad.shape.c)
+        let t = moments.totals(channels: inputGrad.shape.c)
+        consumer.unit.pendingGradientSums = (t.sum, t.sumOfSquares)     // Σg, Σg·z
     }
 }
 
