@@ -318,13 +318,13 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(n.mean[1], 0.2, accuracy: 1e-6)
     }
 
-    /// The real Fashion-MNIST test set from Debian's package (`dataset-fashion-mnist`), when
-    /// installed and DYNAMIC_REAL_DATA=1 (inflating 4 MB is slow in debug builds).
+    /// The real Fashion-MNIST files from Debian's package (`dataset-fashion-mnist`) whenever it is
+    /// installed (0.6 s in the release build CI uses). Skipped, on purpose, on machines without
+    /// the package: the synthetic IDX and gzip tests above cover the reader everywhere.
     func testRealFashionMNISTWhenInstalled() throws {
         let dir = URL(fileURLWithPath: "/usr/share/datasets/fashion-mnist")
-        guard ProcessInfo.processInfo.environment["DYNAMIC_REAL_DATA"] == "1",
-              FileManager.default.fileExists(atPath: dir.path) else {
-            throw XCTSkip("set DYNAMIC_REAL_DATA=1 with dataset-fashion-mnist installed")
+        guard FileManager.default.fileExists(atPath: dir.path) else {
+            throw XCTSkip("dataset-fashion-mnist is not installed")
         }
         let test = try FashionMNIST.load(directory: dir, split: .test)
         XCTAssertEqual(test.count, 10_000)
