@@ -75,6 +75,11 @@ final class BackwardKernelTests: XCTestCase {
                     gradient.run(BlockedBuffer(dy, halo: 3), into: dx, residual: BlockedBuffer(r, halo: 1))
                     let expected = Reference.conv2dBackwardInput(dy, weight: wt, config: cfg, inputHeight: h, inputWidth: h) + r
                     assertClose(dx.toTensor(), expected, tol: 5e-6, "\(cin)→\(cout) k\(k) s\(s) p\(p) \(h)×\(h) \(width)")
+                    // In place (the residual is dx itself), as training adds a block's input
+                    // gradient to its shortcut gradient: every pixel must take the residual once.
+                    let inPlace = BlockedBuffer(r, halo: 1)
+                    gradient.run(BlockedBuffer(dy, halo: 3), into: inPlace, residual: inPlace)
+                    assertClose(inPlace.toTensor(), expected, tol: 5e-6, "in place \(cin)→\(cout) k\(k) s\(s) \(h)×\(h) \(width)")
                 }
             }
         }

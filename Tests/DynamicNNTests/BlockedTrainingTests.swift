@@ -65,6 +65,9 @@ final class BlockedTrainingTests: XCTestCase {
         let dz2 = BlockedBuffer(bz.shape)
         BlockedBatchNorm.applyBackward(k, gradient: unmasked, input: bz, relu: relu2, into: dz2)
         XCTAssertEqual(dz2.toTensor().scalars, dz.toTensor().scalars, "dz with the recomputed mask")
+        // In place (dz is g), as training runs the first batch norm of a block.
+        BlockedBatchNorm.applyBackward(k, gradient: unmasked, input: bz, relu: relu2, into: unmasked)
+        XCTAssertEqual(unmasked.toTensor().scalars, dz.toTensor().scalars, "dz in place")
     }
 
     func testGlobalPoolBackward() {

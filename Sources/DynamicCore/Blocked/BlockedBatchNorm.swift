@@ -170,7 +170,7 @@ public enum BlockedBatchNorm {
     }
 
     /// dz = a·g + b·z + c over the interior (the halo of dz stays zero). a, b, c: [C]. With
-    /// `relu: .recomputed`, g is masked on the fly as `gradientSums` masked it.
+    /// `relu: .recomputed`, g is masked on the fly as `gradientSums` masked it. dz may be g (in place).
     public static func applyBackward(_ k: Backward, gradient g: BlockedBuffer, input z: BlockedBuffer, relu: ReLU? = nil,
                                      into dz: BlockedBuffer, threads: Int? = nil) {
         let s = z.shape

@@ -71,7 +71,8 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
 
     /// dx = dL/dx (+ residual) from dy = dL/dy. dy: [N, Cout, Ho, Wo] with a halo of
     /// max(kh, kw)·dilation (enough for every phase; 1 for 3×3/pad 1 and 1×1 convolutions);
-    /// dx, residual: [N, Cin, H, W] with (Ho, Wo) the forward output size of (H, W).
+    /// dx, residual: [N, Cin, H, W] with (Ho, Wo) the forward output size of (H, W); residual
+    /// may be dx itself (every pixel reads its residual once, just before it is stored).
     /// `moments` (`isSinglePass` only): sums over dx gathered as it is stored, typically the
     /// `.gradientSums` of the batch norm whose output gradient dx is.
     public func run(_ dy: BlockedBuffer, into dx: BlockedBuffer, residual: BlockedBuffer? = nil, threads: Int? = nil,
