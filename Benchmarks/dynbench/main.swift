@@ -10,6 +10,8 @@ usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batc
        dynbench train|eval|train-bench …   (dynbench train --help)
   --width simd8|simd16 (any command) runs the convolution kernels at that vector width; default:
             the widest this build targets (simd16 with AVX-512)
+  --no-winograd (any command) runs 3×3 stride-1 convolutions on the direct kernels instead of
+            Winograd F(2×2, 3×3) (16-lane builds, 16/32/64 input channels, even output sizes)
   models    CIFAR ResNets forward (resnet18_cifar resnet56_cifar resnet110_cifar)
   kernels   single convolution passes by name: conv3x3_c64_k64_32x32 (forward), dgrad… (input
             gradient), wgrad… (weight gradient), any {pass}{k}x{k}[s{s}]_c{C}_k{K}_{H}x{W}; `catalog`
@@ -154,6 +156,10 @@ func takeWidthOption(_ args: inout [String]) throws {
 do {
     var args = Array(CommandLine.arguments.dropFirst())
     try takeWidthOption(&args)
+    if let i = args.firstIndex(of: "--no-winograd") {
+        BlockedConv2D.allowsWinograd = false
+        args.remove(at: i)
+    }
     if args.first == "compare" {
         try runCompare(Array(args.dropFirst()))
         exit(0)

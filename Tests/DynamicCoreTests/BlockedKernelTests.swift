@@ -194,11 +194,13 @@ final class ConvVariantCatalogTests: XCTestCase {
     /// stride 1 and rows long enough, 16-channel variants for a single pair of blocks.
     func testKernelNamesFollowTheShapes() {
         let expected: [(String, String, String)] = [
-            ("conv3x3_c16_k16_32x32", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-row16x16"),
-            ("conv3x3_c64_k64_8x8", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-row8x32"),
+            ("conv3x3_c16_k16_32x32", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-winograd2x2-12x16"),
+            ("conv3x3_c64_k64_8x8", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-winograd2x2-12x32"),
+            ("conv3x3_c64_k64_7x7", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-8x32"),          // odd: direct
+            ("conv3x3_c24_k32_16x16", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-row8x32"),     // 24 channels: direct
             ("conv3x3s2_c16_k32_32x32", "f32-conv-nchw8c-6x16", "f32-conv-nchw8c-8x32"),
             ("conv3x3_c3_k16_32x32", "f32-conv-im2col-6x16", "f32-conv-im2col-8x16"),
-            ("dgrad3x3_c16_k16_32x32", "f32-convdgrad-nchw8c-6x16", "f32-convdgrad-nchw8c-row16x16"),
+            ("dgrad3x3_c16_k16_32x32", "f32-convdgrad-nchw8c-6x16", "f32-convdgrad-nchw8c-winograd2x2-12x16"),
             ("dgrad3x3s2_c16_k32_32x32", "f32-convdgrad-nchw8c-6x16", "f32-convdgrad-nchw8c-8x16"),
             ("wgrad3x3_c16_k16_32x32", "f32-convwgrad-nchw8c-6x16", "f32-convwgrad-nchw8c-row8x16"),
             ("wgrad3x3_c64_k64_32x32", "f32-convwgrad-nchw8c-6x16", "f32-convwgrad-nchw8c-row4x32"),
@@ -208,6 +210,13 @@ final class ConvVariantCatalogTests: XCTestCase {
             let v = ConvVariant(name: name)!
             XCTAssertEqual(KernelWidth.with(.simd8) { v.kernelName }, narrow, name)
             XCTAssertEqual(KernelWidth.with(.simd16) { v.kernelName }, wide, name)
+        }
+        // Without Winograd, the 3×3 stride-1 passes run on the row kernels.
+        BlockedConv2D.allowsWinograd = false
+        defer { BlockedConv2D.allowsWinograd = true }
+        for (name, wide) in [("conv3x3_c16_k16_32x32", "f32-conv-nchw8c-row16x16"), ("conv3x3_c64_k64_8x8", "f32-conv-nchw8c-row8x32"),
+                             ("dgrad3x3_c16_k16_32x32", "f32-convdgrad-nchw8c-row16x16")] {
+            XCTAssertEqual(KernelWidth.with(.simd16) { ConvVariant(name: name)!.kernelName }, wide, name)
         }
     }
 
@@ -228,8 +237,10 @@ final class ConvMomentsTests: XCTestCase {
     func testMomentsMatchTheOutput() {
         var rng = SeededRNG(seed: 31)
         forEachKernelWidth { width in
+            // The last two take the Winograd route at 16 lanes (12 × 16 and 12 × 32 GEMMs).
             for (cin, cout, k, s, p, size) in [(8, 16, 3, 1, 1, 19), (16, 40, 3, 1, 1, 11), (9, 24, 3, 2, 1, 9),
-                                               (16, 8, 1, 1, 0, 5), (8, 64, 3, 1, 1, 8)] {
+                                               (16, 8, 1, 1, 0, 5), (8, 64, 3, 1, 1, 8), (16, 16, 3, 1, 1, 4),
+                                               (32, 48, 3, 1, 1, 6)] {
                 let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: k, stride: s, padding: p)
                 let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg)
                 let x = BlockedBuffer(Tensor.normal([3, cin, size, size], rng: &rng), halo: 1)
@@ -265,7 +276,8 @@ final class ConvMomentsTests: XCTestCase {
     func testGradientSumsMatchTheBatchNormPass() {
         var rng = SeededRNG(seed: 32)
         forEachKernelWidth { width in
-            for (cin, cout, size) in [(8, 16, 19), (16, 40, 11), (16, 64, 8), (16, 8, 5)] {
+            // (16, 64, 8), (32, 48, 6) and (64, 16, 4) take the Winograd route at 16 lanes.
+            for (cin, cout, size) in [(8, 16, 19), (16, 40, 11), (16, 64, 8), (16, 8, 5), (32, 48, 6), (64, 16, 4)] {
                 let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
                 let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg)
                 let x = BlockedBuffer(Tensor.normal([2, cin, size, size], rng: &rng), halo: 1)
@@ -316,5 +328,60 @@ final class ConvMomentsTests: XCTestCase {
         let out = BlockedBuffer(z.shape)
         BlockedBatchNorm.normalize(z, scale: scale, shift: shift, activation: .relu, into: out, threads: 1)
         return out
+    }
+}
+
+/// Winograd F(2×2, 3×3) (16 lanes; 3×3 stride-1 pad-1 convolutions with 16, 32 or 64 input
+/// channels and even output sizes) against `Reference` and against the direct kernels:
+/// partial tile blocks, a trailing 16-channel pair, bias, residual (also in place), clamps, and
+/// the input gradient (its stride-1 phase is such a convolution).
+final class WinogradTests: XCTestCase {
+    func testWinogradMatchesReferenceAndDirectKernels() {
+        var rng = SeededRNG(seed: 41)
+        KernelWidth.with(.simd16) {
+            for (cin, cout, h, w) in [(16, 16, 4, 6), (16, 32, 8, 8), (32, 48, 6, 4), (64, 64, 8, 8), (64, 16, 2, 2), (32, 32, 16, 14)] {
+                let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
+                XCTAssertTrue(ConvVariant(name: "conv3x3_c\(cin)_k\(cout)_\(h)x\(w)")!.kernelName.contains("winograd"))
+                let wt = Tensor.normal(cfg.weightShape, rng: &rng), b = Tensor.normal([cout], rng: &rng)
+                let conv = BlockedConv2D(weight: wt, bias: b, config: cfg)
+                for n in [1, 3] {
+                    let x = Tensor.normal([n, cin, h, w], rng: &rng), r = Tensor.normal([n, cout, h, w], rng: &rng)
+                    let ref = Reference.conv2d(x, weight: wt, bias: b, config: cfg)
+                    let tag = "\(cin)→\(cout) \(h)×\(w) n\(n)"
+                    for threads in [1, 2, 3] { assertClose(conv(x, threads: threads), ref, tol: 2e-6, "\(tag) t\(threads)") }
+                    let expect = Reference.activation(Reference.add(ref, r), .relu)
+                    let direct: Tensor = {
+                        BlockedConv2D.allowsWinograd = false
+                        defer { BlockedConv2D.allowsWinograd = true }
+                        return conv(x, residual: r, activation: .relu, threads: 2)
+                    }()
+                    assertClose(conv(x, residual: r, activation: .relu, threads: 2), expect, tol: 2e-6, "\(tag) residual")
+                    assertClose(direct, expect, tol: 2e-6, "\(tag) direct")
+                    // In place: the residual buffer is the output.
+                    let io = BlockedBuffer(r, halo: 1)
+                    conv.run(BlockedBuffer(x, halo: 1), into: io, residual: io, activation: .relu, threads: 2)
+                    assertClose(io.toTensor(), expect, tol: 2e-6, "\(tag) in place")
+                    XCTAssertTrue(Self.haloIsZero(io), "\(tag) wrote into the halo")
+                }
+                // The input gradient of the transposed shape runs the same route.
+                let back = Conv2DConfig(inChannels: cout, outChannels: cin, kernelSize: 3, padding: 1)
+                let wb = Tensor.normal(back.weightShape, rng: &rng)
+                let dy = Tensor.normal([2, cin, h, w], rng: &rng)
+                let dx = BlockedBuffer(BlockedShape(n: 2, c: cout, h: h, w: w, halo: 1))
+                BlockedConvInputGradient(weight: wb, config: back).run(BlockedBuffer(dy, halo: 1), into: dx, threads: 2)
+                assertClose(dx.toTensor(), Reference.conv2dBackwardInput(dy, weight: wb, config: back, inputHeight: h, inputWidth: w),
+                            tol: 2e-6, "input gradient \(cout)→\(cin) \(h)×\(w)")
+            }
+        }
+    }
+
+    static func haloIsZero(_ b: BlockedBuffer) -> Bool {
+        let s = b.shape
+        for i in 0..<s.count {
+            let q = (i % s.blockStride) / 8
+            let (y, x) = (q / s.wp - s.halo, q % s.wp - s.halo)
+            if (y < 0 || y >= s.h || x < 0 || x >= s.w) && b.pointer[i] != 0 { return false }
+        }
+        return true
     }
 }

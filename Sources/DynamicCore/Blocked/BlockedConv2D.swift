@@ -19,9 +19,12 @@ import Foundation
 public final class BlockedConv2D: @unchecked Sendable {
     /// The microkernel that `run` uses for `config` on output rows `outputWidth` wide, under the
     /// current `KernelWidth` (a single pair of output blocks takes the 16-channel variant).
-    public static func kernelName(for config: Conv2DConfig, outputWidth: Int) -> String {
+    public static func kernelName(for config: Conv2DConfig, outputWidth: Int, outputHeight: Int? = nil) -> String {
         let one = config.outChannels <= 16
         if KernelWidth.current == .simd8 { return config.inChannels < 8 ? "f32-conv-im2col-6x16" : "f32-conv-nchw8c-6x16" }
+        if usesWinograd(config, usesIm2col: config.inChannels < 8, outputHeight: outputHeight ?? outputWidth, outputWidth: outputWidth) {
+            return one ? "f32-conv-nchw8c-winograd2x2-12x16" : "f32-conv-nchw8c-winograd2x2-12x32"
+        }
         if config.inChannels < 8 { return one ? "f32-conv-im2col-8x16" : "f32-conv-im2col-8x32" }
         if let p = rowTilePixels(config, pairs: (config.outChannels + 15) / 16, outputWidth: outputWidth) {
             return p == 16 ? "f32-conv-nchw8c-row16x16" : "f32-conv-nchw8c-row8x32"
@@ -42,6 +45,8 @@ public final class BlockedConv2D: @unchecked Sendable {
     let lanes: Int
     let packed: UnsafeMutablePointer<Float>
     let bias: UnsafeMutablePointer<Float>
+    /// Winograd F(2×2, 3×3) weights U[16][Cin][Cout] where the configuration allows it.
+    let winograd: UnsafeMutablePointer<Float>?
     /// Pixel offsets per (input, output) shape; never freed before deinit, so concurrent runs
     /// may share them.
     private var geometries: [GeometryKey: Geometry] = [:]
@@ -64,6 +69,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         packed.initialize(repeating: 0, count: pairs * panel)
         self.bias = .allocate(capacity: pairs * 16)
         self.bias.initialize(repeating: 0, count: pairs * 16)
+        winograd = Self.winogradSupports(c, usesIm2col: usesIm2col) ? .allocate(capacity: 16 * c.inChannels * c.outChannels) : nil
         repack(weight: weight, bias: bias)
     }
 
@@ -92,6 +98,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                 }
             }
         }
+        if let u = winograd { packWinograd(into: u) }
         if let b {
             precondition(b.shape == [c.outChannels])
             b.withUnsafeBufferPointer { for i in 0..<c.outChannels { self.bias[i] = $0[i] } }
@@ -121,6 +128,7 @@ public final class BlockedConv2D: @unchecked Sendable {
                 }
             }
         }
+        if let u = winograd { packWinograd(into: u) }
     }
 
     /// The bias as packed, [Cout].
@@ -129,6 +137,7 @@ public final class BlockedConv2D: @unchecked Sendable {
     deinit {
         packed.deallocate()
         bias.deallocate()
+        winograd?.deallocate()
         for g in geometries.values { g.pixIn.deallocate(); g.pixOut.deallocate(); g.taps.deallocate() }
     }
 
@@ -172,6 +181,12 @@ public final class BlockedConv2D: @unchecked Sendable {
             precondition(so == outputShape(n: si.n, h: si.h, w: si.w, halo: so.halo), "conv output \(so) mismatched")
         }
         if let r = residual { precondition(r.shape == so, "residual \(r.shape) must match output \(so)") }
+        if let u = winograd, Self.usesWinograd(c, usesIm2col: usesIm2col, outputHeight: so.h, outputWidth: so.w), si.halo >= 1,
+           placement.map({ $0 == OutputPlacement(height: so.h, width: so.w, strideH: 1, strideW: 1, offsetY: 0, offsetX: 0) }) ?? true {
+            runWinograd(input, into: output, residual: residual, activation: activation, threads: threads, moments: moments,
+                        u: UnsafePointer(u))
+            return
+        }
         if KernelWidth.current == .simd16, let rowPixels = rowTilePixels(outputWidth: placement?.width ?? so.w) {
             runRows(input, into: output, placement: placement, residual: residual, activation: activation,
                     threads: threads, tile: rowPixels, moments: moments)

@@ -9,11 +9,18 @@
 public final class BlockedConvInputGradient: @unchecked Sendable {
     /// The forward kernel the first phase runs on, for an input `inputWidth` wide (phases of a
     /// strided convolution have fewer taps and narrower output rows).
-    public static func kernelName(for c: Conv2DConfig, inputWidth: Int) -> String {
+    public static func kernelName(for c: Conv2DConfig, inputWidth: Int, inputHeight: Int? = nil) -> String {
         let kxs = taps(0, c.padW, c.kernelW, c.dilationW, c.strideW)
-        let phase = Conv2DConfig(inChannels: Swift.max(c.outChannels, 8), outChannels: c.inChannels,
-                                 kernelSize: (Swift.max(1, taps(0, c.padH, c.kernelH, c.dilationH, c.strideH).count), Swift.max(1, kxs.count)))
-        let forward = BlockedConv2D.kernelName(for: phase, outputWidth: (inputWidth + c.strideW - 1) / c.strideW)
+        let kys = taps(0, c.padH, c.kernelH, c.dilationH, c.strideH)
+        // Stride 1: the one phase is the flipped convolution, padding (k − 1)·d − p.
+        let phase = c.strideH == 1 && c.strideW == 1
+            ? Conv2DConfig(inChannels: Swift.max(c.outChannels, 8), outChannels: c.inChannels, kernelSize: (c.kernelH, c.kernelW),
+                           padding: ((c.kernelH - 1) * c.dilationH - c.padH, (c.kernelW - 1) * c.dilationW - c.padW),
+                           dilation: (c.dilationH, c.dilationW))
+            : Conv2DConfig(inChannels: Swift.max(c.outChannels, 8), outChannels: c.inChannels,
+                           kernelSize: (Swift.max(1, kys.count), Swift.max(1, kxs.count)))
+        let forward = BlockedConv2D.kernelName(for: phase, outputWidth: (inputWidth + c.strideW - 1) / c.strideW,
+                                               outputHeight: inputHeight.map { ($0 + c.strideH - 1) / c.strideH })
         return forward.replacingOccurrences(of: "f32-conv-", with: "f32-convdgrad-")
     }
     /// The forward convolution.

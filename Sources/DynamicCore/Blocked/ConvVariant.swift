@@ -42,8 +42,10 @@ public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
 
     public var kernelName: String {
         switch pass {
-        case .forward: return BlockedConv2D.kernelName(for: config, outputWidth: config.outputSize(h: height, w: width).w)
-        case .inputGradient: return BlockedConvInputGradient.kernelName(for: config, inputWidth: width)
+        case .forward:
+            let o = config.outputSize(h: height, w: width)
+            return BlockedConv2D.kernelName(for: config, outputWidth: o.w, outputHeight: o.h)
+        case .inputGradient: return BlockedConvInputGradient.kernelName(for: config, inputWidth: width, inputHeight: height)
         case .weightGradient:
             return BlockedConvWeightGradient.kernelName(for: config, outputWidth: config.outputSize(h: height, w: width).w,
                                                         gradOutputHalo: Swift.max(config.kernelH, config.kernelW))
