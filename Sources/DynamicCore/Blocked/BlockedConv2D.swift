@@ -14,6 +14,9 @@ import Foundation
 /// over exactly Cin·kh·kw values (channel, ky, kx) per pixel, so a 3×3 RGB stem costs 27
 /// steps rather than 72 for zero-padded channel blocks.
 ///
+/// 3×3 stride-1 pad-1 convolutions with 16, 32 or 64 input channels and even output sizes take
+/// the Winograd F(2×2, 3×3) route at 16 lanes (`WinogradConv.swift`; `allowsWinograd`).
+///
 /// Supports groups = 1, any kernel size, stride, padding and dilation. Output channels are
 /// processed in pairs of blocks (16); a trailing single block is handled.
 public final class BlockedConv2D: @unchecked Sendable {
