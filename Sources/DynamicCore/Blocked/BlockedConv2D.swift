@@ -184,8 +184,8 @@ public final class BlockedConv2D: @unchecked Sendable {
             precondition(so == outputShape(n: si.n, h: si.h, w: si.w, halo: so.halo), "conv output \(so) mismatched")
         }
         if let r = residual { precondition(r.shape == so, "residual \(r.shape) must match output \(so)") }
-        if let u = winograd, Self.usesWinograd(c, usesIm2col: usesIm2col, outputHeight: so.h, outputWidth: so.w), si.halo >= 1,
-           placement.map({ $0 == OutputPlacement(height: so.h, width: so.w, strideH: 1, strideW: 1, offsetY: 0, offsetX: 0) }) ?? true {
+        if let u = winograd, placement == nil, si.halo >= 1,
+           Self.usesWinograd(c, usesIm2col: usesIm2col, outputHeight: so.h, outputWidth: so.w) {
             runWinograd(input, into: output, residual: residual, activation: activation, threads: threads, moments: moments,
                         u: UnsafePointer(u))
             return

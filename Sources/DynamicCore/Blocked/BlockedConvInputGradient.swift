@@ -10,15 +10,9 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
     /// The forward kernel the first phase runs on, for an input `inputWidth` wide (phases of a
     /// strided convolution have fewer taps and narrower output rows).
     public static func kernelName(for c: Conv2DConfig, inputWidth: Int, inputHeight: Int? = nil) -> String {
-        let kxs = taps(0, c.padW, c.kernelW, c.dilationW, c.strideW)
-        let kys = taps(0, c.padH, c.kernelH, c.dilationH, c.strideH)
-        // Stride 1: the one phase is the flipped convolution, padding (k − 1)·d − p.
-        let phase = c.strideH == 1 && c.strideW == 1
-            ? Conv2DConfig(inChannels: Swift.max(c.outChannels, 8), outChannels: c.inChannels, kernelSize: (c.kernelH, c.kernelW),
-                           padding: ((c.kernelH - 1) * c.dilationH - c.padH, (c.kernelW - 1) * c.dilationW - c.padW),
-                           dilation: (c.dilationH, c.dilationW))
-            : Conv2DConfig(inChannels: Swift.max(c.outChannels, 8), outChannels: c.inChannels,
-                           kernelSize: (Swift.max(1, kys.count), Swift.max(1, kxs.count)))
+        // Phase (0, 0)'s convolution; it never takes the im2col route, whatever its input channels.
+        var phase = phaseConfig(c, py: 0, px: 0) ?? Conv2DConfig(inChannels: c.outChannels, outChannels: c.inChannels, kernelSize: 1)
+        phase.inChannels = Swift.max(phase.inChannels, 8)
         let forward = BlockedConv2D.kernelName(for: phase, outputWidth: (inputWidth + c.strideW - 1) / c.strideW,
                                                outputHeight: inputHeight.map { ($0 + c.strideH - 1) / c.strideH })
         return forward.replacingOccurrences(of: "f32-conv-", with: "f32-convdgrad-")
@@ -53,12 +47,7 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
                 let kys = Self.taps(py, c.padH, c.kernelH, c.dilationH, c.strideH)
                 let kxs = Self.taps(px, c.padW, c.kernelW, c.dilationW, c.strideW)
                 var conv: BlockedConv2D?
-                if !kys.isEmpty && !kxs.isEmpty {
-                    let oy = Self.offsets(py, c.padH, c.kernelH, c.dilationH, c.strideH)!
-                    let ox = Self.offsets(px, c.padW, c.kernelW, c.dilationW, c.strideW)!
-                    let pc = Conv2DConfig(inChannels: c.outChannels, outChannels: c.inChannels,
-                                          kernelSize: (kys.count, kxs.count), padding: (-oy[0], -ox[0]),
-                                          dilation: (oy.count > 1 ? oy[1] - oy[0] : 1, ox.count > 1 ? ox[1] - ox[0] : 1))
+                if let pc = Self.phaseConfig(c, py: py, px: px) {
                     conv = BlockedConv2D(weight: Self.phaseWeight(weight, c, kys, kxs), bias: nil, config: pc, im2col: false)
                 }
                 phases.append(Phase(py: py, px: px, kys: kys, kxs: kxs, conv: conv))
@@ -94,7 +83,9 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
             let placement = BlockedConv2D.OutputPlacement(height: height, width: width, strideH: c.strideH,
                                                           strideW: c.strideW, offsetY: p.py, offsetX: p.px)
             if let conv = p.conv {
-                conv.run(dy, into: dx, placement: placement, residual: residual, threads: threads, moments: moments)
+                // Stride 1: the one phase is all of dx, run unplaced (every route, Winograd too).
+                conv.run(dy, into: dx, placement: isSinglePass ? nil : placement, residual: residual, threads: threads,
+                         moments: moments)
             } else {
                 Self.fill(dx, placement, from: residual, threads: threads)   // no tap reaches these pixels
             }
@@ -102,6 +93,16 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
     }
 
     // MARK: - Phase geometry
+
+    /// The stride-1 convolution of dY that phase (py, px) runs (nil when no tap reaches it):
+    /// its taps, padding −(first dY offset) and dilation the offsets' step.
+    static func phaseConfig(_ c: Conv2DConfig, py: Int, px: Int) -> Conv2DConfig? {
+        guard let oy = offsets(py, c.padH, c.kernelH, c.dilationH, c.strideH),
+              let ox = offsets(px, c.padW, c.kernelW, c.dilationW, c.strideW) else { return nil }
+        return Conv2DConfig(inChannels: c.outChannels, outChannels: c.inChannels, kernelSize: (oy.count, ox.count),
+                            padding: (-oy[0], -ox[0]),
+                            dilation: (oy.count > 1 ? oy[1] - oy[0] : 1, ox.count > 1 ? ox[1] - ox[0] : 1))
+    }
 
     /// Forward taps reaching phase `q` in ascending dY offset: ky·d ≡ q + p (mod s), ky descending.
     static func taps(_ q: Int, _ p: Int, _ k: Int, _ d: Int, _ s: Int) -> [Int] {

@@ -90,11 +90,12 @@ extension BlockedConv2D {
         Parallel.forEach(chunks, threads: threads) { ci in
             let vBuf = UnsafeMutablePointer<Float>.allocate(capacity: 16 * tT * cin)
             let mBuf = UnsafeMutablePointer<Float>.allocate(capacity: 16 * tT * cout)
-            vBuf.initialize(repeating: 0, count: 16 * tT * cin)
             defer { vBuf.deallocate(); mBuf.deallocate() }
             var outOffsets = [Int](repeating: 0, count: tT)
             for g in (ci * chunk)..<Swift.min(groups, (ci + 1) * chunk) {
                 let t0 = g * tT, nT = Swift.min(tT, tiles - t0)
+                // A last, partial block: the GEMMs also read the missing tiles' rows, zero them.
+                if nT < tT { for xi in 0..<16 { (vBuf + (xi * tT + nT) * cin).initialize(repeating: 0, count: (tT - nT) * cin) } }
                 // Input transform: V = Bᵀ d B per tile and 16 channels.
                 for i in 0..<nT {
                     let t = t0 + i
