@@ -2,7 +2,7 @@ import DynamicCore
 @testable import DynamicNN
 import XCTest
 
-/// The NCHW8c training path (`BlockedBatchNorm`, `ResNetTrainingPlan`) against the
+/// The NCHW8c training path (`BlockedBatchNorm`, the engine) against the
 /// layer-by-layer NCHW path, which the gradient and PyTorch fixture tests pin down.
 final class BlockedTrainingTests: XCTestCase {
     /// 12 channels (a partial second block), odd sizes, halo 1.
@@ -96,7 +96,7 @@ final class BlockedTrainingTests: XCTestCase {
                 p.value = Tensor.uniform(p.value.shape, low: 0.5, high: 1.5, rng: &rng)   // non-trivial γ, β
             }
             try layered.loadStateDict(blocked.stateDict())
-            layered.usesBlockedTraining = false
+            layered.usesEngine = false
             var outputs: [(Tensor, Tensor)] = []
             for m in [blocked, layered] {
                 m.train()

@@ -24,11 +24,11 @@ final class ModuleTests: XCTestCase {
 
     func testTrainEvalFlagPropagatesAndBatchNormModes() {
         let m = CIFARResNet.depth(8)
-        XCTAssertTrue(m.stages[0].layers[0].isTraining)
+        XCTAssertTrue(m.stages[0][0].isTraining)
         m.eval()
-        XCTAssertFalse((m.stages[2].layers[0] as! BasicBlock).bn2.isTraining)
+        XCTAssertFalse(m.stages[2][0].bn2.isTraining)
         m.train()
-        XCTAssertTrue((m.stages[2].layers[0] as! BasicBlock).bn2.isTraining)
+        XCTAssertTrue(m.stages[2][0].bn2.isTraining)
 
         // Training-mode BN normalizes with batch statistics and updates running ones (momentum 0.1, unbiased var).
         var rng = SeededRNG(seed: 1)
@@ -51,7 +51,7 @@ final class ModuleTests: XCTestCase {
         var rng = SeededRNG(seed: 5)
         var blocks = 0
         for stage in m.stages {
-            for case let block as BasicBlock in stage.layers {
+            for block in stage {
                 blocks += 1
                 let x = Tensor.normal([2, block.conv1.config.inChannels, 8, 8], rng: &rng)
                 let shortcut = block.shortcut.isEmpty ? x : block.shortcut(x)

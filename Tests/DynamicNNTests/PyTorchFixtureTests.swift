@@ -186,7 +186,7 @@ final class PyTorchFixtureTests: XCTestCase {
     static func unfusedForward(_ m: CIFARResNet, _ x: Tensor) -> Tensor {
         var h = Ops.relu(m.bn1(m.conv1(x)))
         for stage in m.stages {
-            for case let b as BasicBlock in stage.layers {
+            for b in stage {
                 let out = b.bn2(b.conv2(Ops.relu(b.bn1(b.conv1(h)))))
                 h = Ops.add(out, b.shortcut.isEmpty ? h : b.shortcut(h), activation: .relu)
             }

@@ -145,3 +145,87 @@ public final class BlockedDepthwiseConv2D: @unchecked Sendable {
         }
     }
 }
+
+extension BlockedOps {
+    /// a += b over the whole buffers (halos are zero in both and stay zero). Shapes must match.
+    public static func addInPlace(_ a: BlockedBuffer, _ b: BlockedBuffer, threads: Int? = nil) {
+        precondition(a.shape == b.shape, "addInPlace: \(a.shape) vs \(b.shape)")
+        let s = a.shape
+        let (ap, bp) = (a.pointer, UnsafePointer(b.pointer))
+        Parallel.forEach(s.n * s.blocks, threads: threads) { t in
+            let base = t * s.blockStride
+            for i in stride(from: base, to: base + s.blockStride, by: 8) { store8(load8(ap + i) + load8(bp + i), ap + i) }
+        }
+    }
+
+    /// Copies the interior of x into y (same n, c, h, w; any halos). y's halo is left as it is.
+    public static func copyInterior(_ x: BlockedBuffer, into y: BlockedBuffer, threads: Int? = nil) {
+        let s = x.shape, o = y.shape
+        precondition((s.n, s.c, s.h, s.w) == (o.n, o.c, o.h, o.w), "copyInterior: \(s) vs \(o)")
+        Parallel.forEach(s.n * s.blocks, threads: threads) { t in
+            let src = x.pointer + t * s.blockStride, dst = y.pointer + t * o.blockStride
+            for row in 0..<s.h {
+                (dst + o.pixelOffset(row, 0)).update(from: src + s.pixelOffset(row, 0), count: s.w * 8)
+            }
+        }
+    }
+}
+
+extension BlockedOps {
+    /// Gradient of `pool`: dx [N, C, H, W] (interior overwritten, halo untouched) from
+    /// g = dL/dy [N, C, Ho, Wo] and, for max pooling, the forward input x. A max routes each
+    /// output's gradient to the first cell of its window holding the maximum (PyTorch's and
+    /// `Ops.maxPool2dBackward`'s choice); an average spreads it over the window by the forward's divisor.
+    public static func poolBackward(_ g: BlockedBuffer, input x: BlockedBuffer?, into dx: BlockedBuffer, _ p: Pool2DConfig,
+                                    isMax: Bool, threads: Int? = nil) {
+        let s = dx.shape, o = g.shape
+        precondition(o.n == s.n && o.c == s.c && (o.h, o.w) == p.outputSize(h: s.h, w: s.w), "pool gradient \(o) mismatched")
+        precondition(!isMax || x.map { ($0.shape.n, $0.shape.c, $0.shape.h, $0.shape.w) == (s.n, s.c, s.h, s.w) } == true,
+                     "max pool backward needs the forward input")
+        let zero = SIMD8<Float>()
+        Parallel.forEach(s.n * s.blocks, threads: threads) { t in
+            let (n, b) = (t / s.blocks, t % s.blocks)
+            let dst = dx.pointer + n * s.imageStride + b * s.blockStride
+            for yy in 0..<s.h { for xx in 0..<s.w { store8(zero, dst + s.pixelOffset(yy, xx)) } }
+            let gp = g.pointer + n * o.imageStride + b * o.blockStride
+            let xs = x.map { $0.shape }
+            let src = x.map { $0.pointer + n * $0.shape.imageStride + b * $0.shape.blockStride }
+            for oy in 0..<o.h {
+                let y0 = oy * p.strideH - p.padH
+                let ya = Swift.max(y0, 0), yb = Swift.min(y0 + p.kernelH, s.h)
+                for ox in 0..<o.w {
+                    let x0 = ox * p.strideW - p.padW
+                    let xa = Swift.max(x0, 0), xb = Swift.min(x0 + p.kernelW, s.w)
+                    let gv = load8(gp + o.pixelOffset(oy, ox))
+                    if isMax, let src, let xs {
+                        var best = SIMD8<Float>(repeating: -.infinity)
+                        var at = SIMD8<Int32>(repeating: Int32(ya * s.w + xa))
+                        for yy in ya..<yb {
+                            for xx in xa..<xb {
+                                let v = load8(src + xs.pixelOffset(yy, xx))
+                                let m = v .> best
+                                best.replace(with: v, where: m)
+                                at.replace(with: Int32(yy * s.w + xx), where: m)
+                            }
+                        }
+                        for k in 0..<8 {
+                            let cell = Int(at[k])
+                            dst[s.pixelOffset(cell / s.w, cell % s.w) + k] += gv[k]
+                        }
+                    } else {
+                        let count = p.countIncludePad
+                            ? (Swift.min(y0 + p.kernelH, s.h + p.padH) - y0) * (Swift.min(x0 + p.kernelW, s.w + p.padW) - x0)
+                            : (yb - ya) * (xb - xa)
+                        let share = gv * SIMD8(repeating: 1 / Float(count))
+                        for yy in ya..<yb {
+                            for xx in xa..<xb {
+                                let q = dst + s.pixelOffset(yy, xx)
+                                store8(load8(q) + share, q)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import DynamicCore
+import Foundation
 
 /// 2-D convolution (PyTorch `nn.Conv2d`). x: [N, Cin, H, W] → [N, Cout, Ho, Wo].
 /// Parameters: `weight` [Cout, Cin/groups, kh, kw], `bias` [Cout] when enabled.
@@ -10,6 +11,9 @@ public final class Conv2d: Module, Layer {
     public var threads: Int?
     /// Input of the last training-mode forward, kept for `backward`.
     var savedInput: Tensor?
+    /// The engine's packed weights (`trainingKernels()`), built on first use.
+    var packedKernels: ConvTrainingKernels?
+    let packLock = NSLock()
 
     /// PyTorch's default init: weight ~ kaiming_uniform(a=√5) = U(±1/√fan_in), bias likewise.
     public init(_ config: Conv2DConfig, bias: Bool = true, rng: inout SeededRNG) {

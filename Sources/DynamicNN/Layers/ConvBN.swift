@@ -1,4 +1,5 @@
 import DynamicCore
+import Foundation
 
 /// Convolution followed by batch norm and an optional activation — the unit CNNs are built
 /// from. In eval mode the batch norm is folded into the convolution (one pass, no BN kernel)
@@ -11,6 +12,8 @@ public final class ConvBNUnit: @unchecked Sendable {
     public let activation: Activation
     private var folded: (weight: Tensor, bias: Tensor, versions: Versions)?
     private var packed: (conv: BlockedConv2D, versions: Versions)?
+    /// Engine workers share the unit: packing happens under this lock.
+    let lock = NSLock()
 
     /// Versions of the six tensors the folded weights derive from (no allocation: checked per call).
     private struct Versions: Equatable {
@@ -42,6 +45,8 @@ public final class ConvBNUnit: @unchecked Sendable {
 
     /// The folded convolution packed for the NCHW8c kernel (groups = 1), cached.
     public func blocked() -> BlockedConv2D {
+        lock.lock()
+        defer { lock.unlock() }
         let v = versions
         if let p = packed, p.versions == v { return p.conv }
         let f = foldedWeights()

@@ -86,3 +86,16 @@ public final class Sequential: Module, Layer {
     public var isEmpty: Bool { layers.isEmpty }
     public func callAsFunction(_ x: Tensor) -> Tensor { layers.reduce(x) { $1($0) } }
 }
+
+/// Modules of one type under the keys "0", "1", … (PyTorch `nn.ModuleList`, or an
+/// `nn.Sequential` of one block type): typed, so models walk it without casts.
+public final class ModuleList<Element: Module>: Module, RandomAccessCollection {
+    public let modules: [Element]
+    public init(_ modules: [Element]) { self.modules = modules }
+
+    override public var children: [(String, Module)] { modules.enumerated().map { (String($0.offset), $0.element) } }
+
+    public var startIndex: Int { modules.startIndex }
+    public var endIndex: Int { modules.endIndex }
+    public subscript(i: Int) -> Element { modules[i] }
+}

@@ -41,6 +41,14 @@ public final class BasicBlock: Module, Layer {
         let sc = projection.map { $0(x) } ?? x
         return Ops.add(out, sc, activation: .relu)
     }
+
+    /// The block on the engine: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), the add
+    /// and ReLU fused into the second unit (and the projection's batch norm too, in training).
+    public func callAsFunction(_ x: FeatureMap) -> FeatureMap {
+        let mid = unit1(x)
+        let shortcut = projection.map { $0(x) } ?? x
+        return unit2(mid, residual: shortcut, activation: .relu)
+    }
 }
 
 /// A CIFAR ResNet: stem conv3×3 (3 → widths[0]) + BN + ReLU, stages `layer1…layerK` of
@@ -48,23 +56,21 @@ public final class BasicBlock: Module, Layer {
 /// pool and `linear`. Input [N, 3, H, W] (32×32 for CIFAR) → logits [N, classes].
 /// Keys follow the PyTorch twin in `scripts/make_fixtures.py` (`conv1`, `bn1`,
 /// `layer1.0.conv1.weight`, …, `linear.weight`).
+///
+/// Runs on the engine (`forward(_:)`) in both modes; `usesEngine = false` selects the
+/// layer-by-layer NCHW path, which computes the same more slowly (the tests' reference).
 public final class CIFARResNet: Module, Layer {
     public let conv1: Conv2d, bn1: BatchNorm2d
-    public let stages: [Sequential]
+    public let stages: [ModuleList<BasicBlock>]
     public let pool = GlobalAvgPool2d()
     public let linear: Linear
     public let name: String
     let stem: ConvBNUnit
-    /// Threads for eval-mode inference (nil: `Parallel.defaultThreads`).
+    /// Threads for the engine and the layer path (nil: `Parallel.defaultThreads`).
     public var threads: Int?
-    private var plans: [[Int]: ResNetInferencePlan] = [:]
-    private let planLock = NSLock()
-    /// Training-mode steps run on NCHW8c buffers (`ResNetTrainingPlan`); false selects the
-    /// layer-by-layer NCHW path, which computes the same step more slowly (the tests' reference).
-    public var usesBlockedTraining = true
-    private var trainingPlans: [[Int]: ResNetTrainingPlan] = [:]
-    /// The plan whose forward ran last and awaits its backward.
-    var activeTrainingPlan: ResNetTrainingPlan?
+    /// False: the layer-by-layer NCHW path instead of the engine.
+    public var usesEngine = true
+    let runner = EngineRunner()
 
     public init(name: String, widths: [Int], blocksPerStage: [Int], classes: Int = 10, seed: UInt64 = 0) {
         precondition(widths.count == blocksPerStage.count && !widths.isEmpty)
@@ -74,14 +80,14 @@ public final class CIFARResNet: Module, Layer {
         bn1 = BatchNorm2d(widths[0])
         stem = ConvBNUnit(conv: conv1, bn: bn1, activation: .relu)
         var cin = widths[0]
-        var stages: [Sequential] = []
+        var stages: [ModuleList<BasicBlock>] = []
         for (i, (w, n)) in zip(widths, blocksPerStage).enumerated() {
-            var blocks: [any Layer] = []
+            var blocks: [BasicBlock] = []
             for b in 0..<n {
                 blocks.append(BasicBlock(cin, w, stride: (i > 0 && b == 0) ? 2 : 1, rng: &rng))
                 cin = w
             }
-            stages.append(Sequential(blocks))
+            stages.append(ModuleList(blocks))
         }
         self.stages = stages
         linear = Linear(cin, classes, rng: &rng)
@@ -96,11 +102,7 @@ public final class CIFARResNet: Module, Layer {
     /// starts as its shortcut (Goyal et al., "Accurate, Large Minibatch SGD", 2017, §5.1;
     /// torchvision's `zero_init_residual`). Call before training.
     public func zeroInitResiduals() {
-        for stage in stages {
-            for case let block as BasicBlock in stage.layers {
-                block.bn2.weight.value = Tensor(zeros: block.bn2.weight.shape)
-            }
-        }
+        for block in stages.joined() { block.bn2.weight.value = Tensor(zeros: block.bn2.weight.shape) }
     }
 
     /// ResNet-(6n+2) of He et al. §4.2: widths 16/32/64, n blocks per stage (20, 56, 110, …).
@@ -122,17 +124,7 @@ public final class CIFARResNet: Module, Layer {
             + [("linear", linear)]
     }
 
-    /// Packs every folded convolution now, so concurrent workers only read the caches.
-    func prepareInference() {
-        _ = stem.blocked()
-        for stage in stages {
-            for case let b as BasicBlock in stage.layers {
-                _ = b.unit1.blocked(); _ = b.unit2.blocked(); _ = b.projection?.blocked()
-            }
-        }
-    }
-
-    /// Sets the thread count of inference and of every convolution and linear layer (nil: all cores).
+    /// Sets the thread count of the engine and of every convolution and linear layer (nil: all cores).
     public func setThreads(_ threads: Int?) {
         self.threads = threads
         func visit(_ m: Module) {
@@ -143,36 +135,35 @@ public final class CIFARResNet: Module, Layer {
         visit(self)
     }
 
-    /// Logits [N, classes] for x [N, 3, H, W]. In eval mode this runs the blocked inference plan
-    /// for the input's shape (built on first use; one call at a time per model).
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        if !isTraining {
-            precondition(x.rank == 4 && x.shape[1] == 3, "\(name) expects [N, 3, H, W], got \(x.shape)")
-            planLock.lock()
-            defer { planLock.unlock() }
-            return ResNetInferencePlan.runBatched(self, x, threads: threads ?? Parallel.defaultThreads) { shape, worker in
-                let key = shape + [worker]
-                if let p = plans[key] { return p }
-                let p = ResNetInferencePlan(model: self, n: shape[0], h: shape[2], w: shape[3])
-                plans[key] = p
-                return p
-            }
-        }
-        if usesBlockedTraining {
-            precondition(x.rank == 4 && x.shape[1] == 3, "\(name) expects [N, 3, H, W], got \(x.shape)")
-            let plan = trainingPlans[x.shape] ?? {
-                if trainingPlans.count >= 2 { trainingPlans.removeAll() }   // e.g. an epoch's last, smaller batch
-                let p = ResNetTrainingPlan(model: self, n: x.shape[0], h: x.shape[2], w: x.shape[3])
-                trainingPlans[x.shape] = p
-                return p
-            }()
-            activeTrainingPlan = plan
-            return plan.forward(self, x, threads: threads ?? Parallel.defaultThreads)
-        }
-        activeTrainingPlan = nil
+    /// The network on the engine: x [N, 3, H, W] → logits [N, classes].
+    public func forward(_ x: FeatureMap) -> Variable {
         var h = stem(x)
-        for s in stages { h = s(h) }
-        return linear(pool(h))
+        for block in stages.joined() { h = block(h) }
+        return linear(h.globalAveragePooled())
+    }
+
+    /// Logits [N, classes] for x [N, 3, H, W]. Eval mode runs micro-batches depth-first on the
+    /// engine's workers; training mode records the step for `backward` (one call at a time per model).
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank == 4 && x.shape[1] == 3, "\(name) expects [N, 3, H, W], got \(x.shape)")
+        guard usesEngine else {
+            var h = stem(x)
+            for s in stages { for b in s { h = b(h) } }
+            return linear(pool(h))
+        }
+        return runner.run(x, training: isTraining, threads: threads, microBatch: microBatch(h: x.shape[2], w: x.shape[3]),
+                          forward)
+    }
+
+    /// Images per micro-batch of eval-mode inference: enough to fill tiles on small feature
+    /// maps, few enough that a micro-batch's activations stay in L2 (depth-first through the network).
+    func microBatch(h: Int, w: Int) -> Int {
+        let bytesPerImage = conv1.config.outChannels * (h + 2) * (w + 2) * 4
+        let fitsL2 = (384 << 10) / bytesPerImage
+        // The last stage works on (h / 2^(stages-1))² pixels; 96 of them fill 16 six-pixel tiles.
+        let shrink = 1 << (stages.count - 1)
+        let lastPixels = Swift.max(1, (h / shrink) * (w / shrink))
+        return Swift.max(1, Swift.min(16, Swift.max(fitsL2, (96 + lastPixels - 1) / lastPixels)))
     }
 
     /// Like `callAsFunction`, but validates the input shape of user data first.
@@ -183,7 +174,8 @@ public final class CIFARResNet: Module, Layer {
         return self(x)
     }
 
-    /// Multiply-adds of convolutions and the linear layer per image (netspec's FLOPs are 2×).
+    /// Multiply-adds of convolutions and the linear layer per image (netspec's FLOPs are 2×),
+    /// from the layer shapes: the analytic count the engine's executed cost is tested against.
     public func macsPerImage(height: Int = 32, width: Int = 32) -> Int {
         var total = 0
         var hw = (height, width)
@@ -192,13 +184,11 @@ public final class CIFARResNet: Module, Layer {
             return c.config.outputSize(h: size.0, w: size.1)
         }
         hw = conv(conv1, hw)
-        for s in stages {
-            for case let b as BasicBlock in s.layers {
-                let mid = conv(b.conv1, hw)
-                _ = conv(b.conv2, mid)
-                if let p = b.projection { _ = conv(p.conv, hw) }
-                hw = mid
-            }
+        for b in stages.joined() {
+            let mid = conv(b.conv1, hw)
+            _ = conv(b.conv2, mid)
+            if let p = b.projection { _ = conv(p.conv, hw) }
+            hw = mid
         }
         total += linear.weight.value.count
         return total

@@ -19,9 +19,23 @@ import DynamicCore
 /// first linear layer. Keys are those of a PyTorch `nn.Sequential` of the same layers
 /// (`0.weight`, `1.running_mean`, …); convolutions have no bias (BN follows them) and
 /// kaiming-normal (fan-out) initialization; linear layers keep PyTorch's default init.
+///
+/// It runs on the engine (`forward(_:)`); `usesEngine = false` selects the layer path of the
+/// `Sequential` (the tests' reference).
 public final class SmallCNN: Module, Layer, Differentiable {
     public let net: Sequential
     public let inChannels: Int, classes: Int
+    public let head: Head
+    /// conv-BN-ReLU units per stage, over the layers of `net`.
+    let stageUnits: [[ConvBNUnit]]
+    /// The linear layers of the head, in order.
+    let linears: [Linear]
+    static let pool = Pool2DConfig(kernelSize: 2)
+    /// Threads for the engine and the layer path (nil: `Parallel.defaultThreads`).
+    public var threads: Int?
+    /// False: the layer path of `net` instead of the engine.
+    public var usesEngine = true
+    let runner = EngineRunner()
 
     /// The classifier after the last stage.
     public enum Head: Sendable, Equatable {
@@ -39,15 +53,20 @@ public final class SmallCNN: Module, Layer, Differentiable {
         var layers: [any Layer] = []
         var cin = inChannels
         var size = inputSize
+        var stageUnits: [[ConvBNUnit]] = []
         for (i, stage) in stages.enumerated() {
+            var units: [ConvBNUnit] = []
             for w in stage {
                 let conv = Conv2d(cin, w, kernelSize: 3, padding: 1, bias: false, rng: &rng)
                 conv.weight.value = Tensor.kaimingNormal(conv.weight.shape, mode: .fanOut, rng: &rng)
-                layers += [conv, BatchNorm2d(w), ActivationLayer.relu()]
+                let bn = BatchNorm2d(w)
+                layers += [conv, bn, ActivationLayer.relu()]
+                units.append(ConvBNUnit(conv: conv, bn: bn, activation: .relu))
                 cin = w
             }
+            stageUnits.append(units)
             if i < stages.count - 1 {
-                let pool = MaxPool2d(kernelSize: 2)
+                let pool = MaxPool2d(kernelSize: 2, stride: Self.pool.strideH)
                 let o = pool.config.outputSize(h: size.height, w: size.width)
                 size = (o.h, o.w)
                 precondition(size.height > 0 && size.width > 0, "input \(inputSize) too small for \(stages.count) stages")
@@ -70,22 +89,52 @@ public final class SmallCNN: Module, Layer, Differentiable {
         net = Sequential(layers)
         self.inChannels = inChannels
         self.classes = classes
+        self.head = head
+        self.stageUnits = stageUnits
+        linears = layers.compactMap { $0 as? Linear }
         super.init()
     }
 
     override public var children: [(String, Module)] { net.children }
 
+    /// The network on the engine: x [N, inChannels, H, W] → logits [N, classes].
+    public func forward(_ x: FeatureMap) -> Variable {
+        var h = x
+        for (i, units) in stageUnits.enumerated() {
+            for unit in units { h = unit(h) }
+            if i < stageUnits.count - 1 { h = h.maxPooled(Self.pool) }
+        }
+        switch head {
+        case .globalAverage:
+            return linears[0](h.globalAveragePooled())
+        case .flatten(let hidden):
+            let features = h.flattened()
+            guard hidden != nil else { return linears[0](features) }
+            return linears[1](linears[0](features).activated(.relu))
+        }
+    }
+
     /// x: [N, inChannels, H, W] → logits [N, classes].
     public func callAsFunction(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4 && x.shape[1] == inChannels, "SmallCNN expects [N, \(inChannels), H, W], got \(x.shape)")
-        return net(x)
+        guard usesEngine else { return net(x) }
+        return runner.run(x, training: isTraining, threads: threads, microBatch: 16, forward)
     }
 
     /// dL/dlogits [N, classes] → dL/dx; accumulates every parameter gradient.
-    public func backward(_ gradOutput: Tensor) -> Tensor { net.backward(gradOutput) }
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        runner.hasPendingBackward ? runner.backward(gradOutput, inputGradient: true)! : net.backward(gradOutput)
+    }
 
-    /// Sets the thread count of every convolution and linear layer (nil: `Parallel.defaultThreads`).
+    /// Parameter gradients only: the engine skips the first convolution's input gradient.
+    public func backwardParameters(_ gradOutput: Tensor) {
+        guard runner.hasPendingBackward else { _ = net.backward(gradOutput); return }
+        _ = runner.backward(gradOutput, inputGradient: false)
+    }
+
+    /// Sets the thread count of the engine and of every convolution and linear layer (nil: `Parallel.defaultThreads`).
     public func setThreads(_ threads: Int?) {
+        self.threads = threads
         for layer in net.layers {
             if let c = layer as? Conv2d { c.threads = threads }
             if let l = layer as? Linear { l.threads = threads }

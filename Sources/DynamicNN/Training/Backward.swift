@@ -176,19 +176,15 @@ extension CIFARResNet: Differentiable {
     /// gradOutput: dL/dlogits [N, classes] → dL/dimages [N, 3, H, W]; accumulates every
     /// parameter gradient.
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        if let plan = activeTrainingPlan {
-            activeTrainingPlan = nil
-            return plan.backward(self, gradOutput, threads: threads ?? Parallel.defaultThreads)!
-        }
+        if runner.hasPendingBackward { return runner.backward(gradOutput, inputGradient: true)! }
         var g = pool.backward(linear.backward(gradOutput))
-        for stage in stages.reversed() { g = stage.backward(g) }
+        for stage in stages.reversed() { for block in stage.reversed() { g = block.backward(g) } }
         return stem.backward(g)
     }
 
-    /// Parameter gradients only: the blocked plan skips the stem's input gradient.
+    /// Parameter gradients only: the engine skips the stem's input gradient.
     public func backwardParameters(_ gradOutput: Tensor) {
-        guard let plan = activeTrainingPlan else { _ = backward(gradOutput); return }
-        activeTrainingPlan = nil
-        _ = plan.backward(self, gradOutput, threads: threads ?? Parallel.defaultThreads, inputGradient: false)
+        guard runner.hasPendingBackward else { _ = backward(gradOutput); return }
+        _ = runner.backward(gradOutput, inputGradient: false)
     }
 }
