@@ -105,18 +105,30 @@ final class BlockedTrainingTests: XCTestCase {
                 let seed = Loss.crossEntropy(logits: logits, labels: (0..<shape[0]).map { $0 % 3 }).gradient
                 outputs.append((logits, m.backward(seed)))
             }
-            _ = assertClose(outputs[0].0, outputs[1].0, tol: 1e-4, "\(label) logits")
-            _ = assertClose(outputs[0].1, outputs[1].1, tol: 2e-3, "\(label) input gradient")
+            // Logits, input gradient and running statistics: max |a − b| / max |b| ≤ 1e-5.
+            // Parameter gradients: ≤ 1e-4, and ‖a − b‖ / ‖b‖ ≤ 3e-5 — two Float summation orders
+            // flip the ReLU mask of pre-activations within rounding of 0 (a single block agrees
+            // to 1e-5, `testSingleBlockMatchesLayerPathClosely`), and the batch-norm bias gradients
+            // are sums that cancel.
+            var worst: (norm: Double, max: Float) = (0, 0)
+            func compare(_ a: Tensor, _ b: Tensor, _ what: String, tol: Float = 1e-5, normTol: Double = 1e-5) {
+                let e = normRelativeError(a, b)
+                XCTAssertLessThanOrEqual(e, normTol, "\(label) \(what): ‖a − b‖/‖b‖")
+                worst = (max(worst.norm, e), max(worst.max, assertClose(a, b, tol: tol, "\(label) \(what)")))
+            }
+            compare(outputs[0].0, outputs[1].0, "logits")
+            compare(outputs[0].1, outputs[1].1, "input gradient")
             let other = Dictionary(uniqueKeysWithValues: layered.namedParameters())
             for (key, p) in blocked.namedParameters() {
                 let q = other[key]!
                 if p.isTrainable {
                     guard let g = p.grad, let h = q.grad else { XCTFail("\(label) \(key): no gradient"); continue }
-                    _ = assertClose(g, h, tol: 2e-3, "\(label) \(key) gradient")
+                    compare(g, h, "\(key) gradient", tol: 1e-4, normTol: 3e-5)
                 } else {
-                    _ = assertClose(p.value, q.value, tol: 1e-5, "\(label) \(key)")
+                    compare(p.value, q.value, key)
                 }
             }
+            print("\(label): engine vs layer path, max ‖a − b‖/‖b‖ \(worst.norm), max elementwise \(worst.max)")
         }
     }
 
@@ -136,6 +148,12 @@ final class BlockedTrainingTests: XCTestCase {
         XCTAssertEqual(results[0], results[2])
     }
 
+    private func normRelativeError(_ a: Tensor, _ b: Tensor) -> Double {
+        let d = zip(a.scalars, b.scalars).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+        let n = b.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }
+        return n == 0 ? d.squareRoot() : (d / n).squareRoot()
+    }
+
     private func haloIsZero(_ b: BlockedBuffer) -> Bool {
         let s = b.shape
         for i in 0..<s.count {
@@ -144,5 +162,32 @@ final class BlockedTrainingTests: XCTestCase {
             if (y < 0 || y >= s.h || x < 0 || x >= s.w) && b.pointer[i] != 0 { return false }
         }
         return true
+    }
+}
+
+extension BlockedTrainingTests {
+    /// One residual block of ResNet-20's last stage on the engine and on the layer path: every
+    /// gradient within 1e-5 — the larger differences of the whole network come from depth.
+    func testSingleBlockMatchesLayerPathClosely() {
+        var rng = SeededRNG(seed: 85)
+        let block = BasicBlock(64, 64, stride: 1, rng: &rng)
+        for bn in [block.bn1, block.bn2] {
+            bn.weight.value = Tensor.uniform([64], low: 0.5, high: 1.5, rng: &rng)
+            bn.bias.value = Tensor.normal([64], rng: &rng)
+        }
+        let x = Tensor.normal([2, 64, 8, 8], rng: &rng).map { max($0, 0) }
+        let r = Tensor.normal([2, 64, 8, 8], rng: &rng)
+        let params = block.namedParameters().map(\.1).filter(\.isTrainable)
+        let e = Engine(threads: 2)
+        e.begin(batch: 2, recording: true)
+        let input = e.input(x, requiresGradient: true)
+        let out = block(input).flattened()
+        e.backward(out, gradient: r.reshaped(out.shape))
+        let engineGrads = params.map { $0.grad! }
+        params.forEach { $0.grad = nil }
+        let y = block(x)
+        _ = assertClose(out.value.reshaped(y.shape), y, tol: 1e-5, "block forward")
+        _ = assertClose(input.gradient!, block.backward(r), tol: 1e-5, "block input gradient")
+        for (a, p) in zip(engineGrads, params) { _ = assertClose(a, p.grad!, tol: 1e-5, "block parameter gradient") }
     }
 }
