@@ -94,7 +94,12 @@ final class EngineOpTests: XCTestCase {
     func testPlainConvolution() {
         var rng = SeededRNG(seed: 4)
         for (label, cfg) in [("3x3", Conv2DConfig(inChannels: 4, outChannels: 9, kernelSize: 3, padding: 1)),
-                             ("1x1 s2", Conv2DConfig(inChannels: 10, outChannels: 3, kernelSize: 1, stride: 2))] {
+                             ("1x1 s2", Conv2DConfig(inChannels: 10, outChannels: 3, kernelSize: 1, stride: 2)),
+                             ("5x5 p2", Conv2DConfig(inChannels: 3, outChannels: 5, kernelSize: 5, padding: 2)),
+                             ("7x7 s2 p3", Conv2DConfig(inChannels: 3, outChannels: 8, kernelSize: 7, stride: 2, padding: 3)),
+                             ("3x3 dilation 2", Conv2DConfig(inChannels: 6, outChannels: 4, kernelSize: 3, padding: 2, dilation: 2)),
+                             ("3x2 rect s(1,2)", Conv2DConfig(inChannels: 5, outChannels: 6, kernelSize: (3, 2), stride: (1, 2),
+                                                              padding: (1, 0)))] {
             let conv = Conv2d(cfg, bias: true, rng: &rng)
             let x = Tensor.normal([2, cfg.inChannels, 5, 6], rng: &rng)
             check(maps: [x], parameters: [conv.weight, conv.bias!], h: 0.5, tol: 1e-4, label) { m, _ in conv(m[0]).flattened() }

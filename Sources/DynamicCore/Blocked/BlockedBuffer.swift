@@ -27,19 +27,33 @@ public struct BlockedShape: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A zero-initialised NCHW8c buffer: the activations that flow between blocked kernels.
-/// A reference type on purpose: inference plans allocate these once and reuse them.
+/// A reference type on purpose: the engine allocates these once and reuses them.
 public final class BlockedBuffer: @unchecked Sendable {
     public let shape: BlockedShape
     public let pointer: UnsafeMutablePointer<Float>
+    /// The buffer whose first images this one views (nil: this buffer owns its memory).
+    public let base: BlockedBuffer?
 
     public init(_ shape: BlockedShape) {
         self.shape = shape
         let raw = UnsafeMutableRawPointer.allocate(byteCount: shape.count * 4, alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: shape.count)
         pointer.initialize(repeating: 0, count: shape.count)
+        base = nil
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    /// The first `images` images of `base` as a buffer of their own (same memory): a sub-batch
+    /// in a buffer sized for a larger batch.
+    public init(viewing base: BlockedBuffer, images: Int) {
+        precondition(images > 0 && images <= base.shape.n, "a view of \(images) images of \(base.shape)")
+        var s = base.shape
+        s.n = images
+        shape = s
+        pointer = base.pointer
+        self.base = base
+    }
+
+    deinit { if base == nil { UnsafeMutableRawPointer(pointer).deallocate() } }
 
     /// Packs an NCHW tensor [n, c, h, w] of the buffer's shape into the interior.
     public func load(_ x: Tensor) {

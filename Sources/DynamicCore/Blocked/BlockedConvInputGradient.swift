@@ -62,6 +62,22 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
         for p in phases { p.conv?.repack(transposing: weight, of: config, kys: p.kys, kxs: p.kxs) }
     }
 
+    /// The halo dY needs for an input of h × w: how far the phases' convolutions reach beyond
+    /// dY on either side (1 for 3×3/pad 1, 0 for 1×1 convolutions; large strided kernels more).
+    public func gradientHalo(inputHeight h: Int, inputWidth w: Int) -> Int {
+        let c = config, o = c.outputSize(h: h, w: w)
+        var halo = 0
+        for p in phases {
+            guard let pc = p.conv?.config else { continue }
+            let height = (h - p.py + c.strideH - 1) / c.strideH, width = (w - p.px + c.strideW - 1) / c.strideW
+            guard height > 0 && width > 0 else { continue }
+            halo = Swift.max(halo, pc.padH, pc.padW,
+                             (height - 1) + (pc.kernelH - 1) * pc.dilationH - pc.padH - (o.h - 1),
+                             (width - 1) + (pc.kernelW - 1) * pc.dilationW - pc.padW - (o.w - 1))
+        }
+        return halo
+    }
+
     /// True when dx is written by one convolution (stride 1): only then can `run` gather `moments`.
     public var isSinglePass: Bool { phases.count == 1 && phases[0].conv != nil }
 

@@ -20,8 +20,11 @@ public final class PooledBuffer: @unchecked Sendable {
     public var pointer: UnsafeMutablePointer<Float> { buffer.pointer }
 }
 
-/// Free NCHW8c buffers by shape. Buffers are allocated on first demand and never freed while
-/// the pool lives: after the first forward of a shape, the engine allocates nothing.
+/// Free NCHW8c buffers by image shape (C, H, W, halo), each with room for some number of images.
+/// A request for N images gets the smallest free buffer with room for N, as a view of its first
+/// N images, so sub-batches of every size reuse the buffers of the full batch instead of each
+/// size allocating its own. Buffers are allocated on first demand (exactly the size asked) and
+/// kept while the pool lives: after the first forward of a batch size, the engine allocates nothing.
 final class BufferPool: @unchecked Sendable {
     private var free: [BlockedShape: [BlockedBuffer]] = [:]
     private let lock = NSLock()
@@ -29,23 +32,33 @@ final class BufferPool: @unchecked Sendable {
     private(set) var allocatedBytes = 0
 
     func take(_ shape: BlockedShape) -> PooledBuffer {
+        var key = shape
+        key.n = 1
         lock.lock()
-        let b = free[shape]?.popLast()
-        if b == nil { allocatedBytes += shape.count * 4 }
+        var found: BlockedBuffer?
+        // The smallest that fits; among equals the last given back (still warm in cache).
+        var pick: Int?
+        if let list = free[key] {
+            for i in list.indices.reversed() where list[i].shape.n >= shape.n {
+                if pick == nil || list[i].shape.n < list[pick!].shape.n { pick = i }
+            }
+        }
+        if let pick {
+            found = free[key]!.remove(at: pick)
+        } else {
+            allocatedBytes += shape.count * 4
+        }
         lock.unlock()
-        return PooledBuffer(b ?? BlockedBuffer(shape), pool: self)
+        let whole = found ?? BlockedBuffer(shape)
+        return PooledBuffer(whole.shape.n == shape.n ? whole : BlockedBuffer(viewing: whole, images: shape.n), pool: self)
     }
 
     func give(_ b: BlockedBuffer) {
+        let whole = b.base ?? b
+        var key = whole.shape
+        key.n = 1
         lock.lock()
-        free[b.shape, default: []].append(b)
-        lock.unlock()
-    }
-
-    /// Drops every free buffer (buffers still lent come back later and are kept).
-    func trim() {
-        lock.lock()
-        free.removeAll()
+        free[key, default: []].append(whole)
         lock.unlock()
     }
 }

@@ -10,9 +10,8 @@ final class ConvTrainingKernels: @unchecked Sendable {
 
     init(_ conv: Conv2d) {
         let c = conv.config
-        precondition(c.groups == 1 && c.dilationH == 1 && c.dilationW == 1 && c.padH <= 1 && c.padW <= 1
-                     && c.kernelH <= 3 && c.kernelW <= 3 && BlockedConvInputGradient.supports(c),
-                     "engine training handles dense, undilated convolutions up to 3×3 with padding ≤ 1, got \(c)")
+        precondition(c.groups == 1 && BlockedConvInputGradient.supports(c),
+                     "the engine runs dense convolutions (groups = 1) with padding ≥ stride − 1, got \(c)")
         // The 3 input channels of an RGB stem run as one zero-padded 8-channel block on the
         // direct kernels with the moments fused, not im2col (1.4–1.9 → 0.9 ms per ResNet step).
         forward = BlockedConv2D(weight: conv.weight.value, bias: conv.bias?.value, config: c, im2col: false)
@@ -58,11 +57,20 @@ extension ConvTrainingKernels {
             bias.accumulateGrad(Tensor(shape: [conv.config.outChannels], scalars: BlockedOps.channelSums(dz.buffer, threads: threads)))
         }
         guard input.requiresGradient else { input.skipContribution(); return }
+        // Phases of large strided kernels read dY beyond the halo every map has.
+        var dy = dz
+        let halo = inputGradient.gradientHalo(inputHeight: input.h, inputWidth: input.w)
+        if dz.shape.halo < halo {
+            var wide = dz.shape
+            wide.halo = halo
+            dy = input.engine.buffer(wide)
+            BlockedOps.copyInterior(dz.buffer, into: dy.buffer, threads: threads)
+        }
         let existing = input.grad
         let dst = existing ?? input.engine.buffer(input.gradientShape)
         let taker = input.isLastContribution && inputGradient.isSinglePass ? input.producer : nil
         let moments = taker?.gradientSums(for: dst.shape)
-        inputGradient.run(dz.buffer, into: dst.buffer, residual: existing?.buffer, threads: threads, moments: moments)
+        inputGradient.run(dy.buffer, into: dst.buffer, residual: existing?.buffer, threads: threads, moments: moments)
         if let moments { taker!.tookGradientSums(moments) }
         input.grad = dst
         input.contributions += 1
