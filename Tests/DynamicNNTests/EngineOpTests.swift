@@ -106,6 +106,22 @@ final class EngineOpTests: XCTestCase {
         }
     }
 
+    /// A map read by a convolution with padding 2 (a wider copy) and then by ops that pair it
+    /// with halo-1 buffers: a residual sum, a batch norm, a sub-batch.
+    func testWidePaddingReadersThenPairedOps() {
+        var rng = SeededRNG(seed: 12)
+        let conv = Conv2d(4, 4, kernelSize: 5, padding: 2, bias: true, rng: &rng)
+        let bn = BatchNorm2d(4)
+        nonTrivial(bn, rng: &rng)
+        let x = Tensor.normal([3, 4, 6, 5], rng: &rng)
+        check(maps: [x], parameters: [conv.weight, bn.weight], h: 1e-2, tol: 2e-2, "5x5 then pairs") { m, _ in
+            let y = m[0].adding(conv(m[0]))      // the conv reads a halo-2 copy; the sum pairs halo-1 buffers
+            let z = bn(m[0]).adding(y)
+            let rows = [2, 0]
+            return z.adding(conv(m[0].gathering(rows: rows)), atRows: rows).flattened()
+        }
+    }
+
     /// Activations fused into batch norm and convolutions (kinks make central differences
     /// unreliable there): against the layer path, whose activation backward is checked by
     /// differences on inputs kept away from the kinks (`GradientCheckTests.testActivations`).

@@ -86,8 +86,9 @@ public enum BlockedBatchNorm {
         /// Its stored output y: the gradient is masked in place, g ← g·[y > 0].
         case output(BlockedBuffer)
         /// Recomputed from the batch norm's input z, [z·scale + shift > 0] (exactly `normalize`'s
-        /// arithmetic, so the same mask): nothing more is read, g is left unmasked in memory and
-        /// `applyBackward` masks it again. scale, shift: [C].
+        /// arithmetic, so the same mask): nothing more is read. `gradientSums` leaves g unmasked in
+        /// memory (a convolution epilogue gathering the sums stores it masked), and `applyBackward`
+        /// masks it again either way. scale, shift: [C].
         case recomputed(scale: [Float], shift: [Float])
     }
 

@@ -23,6 +23,8 @@ public final class Engine: @unchecked Sendable {
     private var tape: [TapeNode] = []
     /// What each sample of the current batch cost so far (see `ComputeCost`), [batch].
     public private(set) var sampleCosts: [ComputeCost] = []
+    /// Counts `begin` calls, so values kept from an earlier recording know their counts are stale.
+    private(set) var generation = 0
     /// Single-threaded engines for `runMicroBatches`, one per worker.
     private var workers: [Engine] = []
 
@@ -35,6 +37,7 @@ public final class Engine: @unchecked Sendable {
     public func begin(batch: Int, recording: Bool) {
         tape.removeAll(keepingCapacity: true)
         isRecording = recording
+        generation += 1
         sampleCosts = [ComputeCost](repeating: .zero, count: batch)
     }
 
@@ -87,7 +90,8 @@ public final class Engine: @unchecked Sendable {
     /// their own contiguous share of the images depth-first (no synchronisation per layer),
     /// each on its own single-threaded engine; returns the outputs [N, …] in order. With
     /// `microBatch ≥ N / threads` (small batches) it runs `body` once on this engine with the
-    /// threads inside each op. Inference only (batch statistics would differ per micro-batch).
+    /// threads inside each op. Inference only: the layers must be in eval mode (training-mode
+    /// batch norms would take statistics per micro-batch and race on the running ones).
     public func runMicroBatches(_ x: Tensor, microBatch: Int, _ body: (FeatureMap) -> Variable) -> Tensor {
         let n = x.shape[0], micro = Swift.max(1, microBatch)
         let chunks = (n + micro - 1) / micro
@@ -95,6 +99,8 @@ public final class Engine: @unchecked Sendable {
             begin(batch: n, recording: false)
             return body(input(x)).value
         }
+        tape.removeAll()      // an unfinished recording's activations go back to the pool
+        isRecording = false
         // Equal contiguous shares per worker (round-robin over micro-batches left one worker a
         // whole micro-batch more: 6 vs 5 at batch 64), each walked in micro-batches.
         let count = Swift.min(threads, chunks)

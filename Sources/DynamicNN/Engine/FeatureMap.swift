@@ -18,6 +18,8 @@ public final class FeatureMap {
         case normalized(z: PooledBuffer, scale: [Float], shift: [Float])
     }
     var storage: Storage
+    /// A copy with a wider halo, for convolutions whose padding exceeds 1.
+    private var wide: PooledBuffer?
     /// The engine batch's sample index of each of the N rows (nil: rows 0..<N of the batch).
     public let samples: [Int]?
 
@@ -27,6 +29,8 @@ public final class FeatureMap {
     public internal(set) var requiresGradient = false
     /// Recorded ops that read this map, and how many of their backwards have contributed.
     var uses = 0, contributions = 0
+    /// The recording (`Engine.generation`) the counts belong to.
+    private var generation = 0
     /// The recorded op that wrote this map, when it can take the batch-norm gradient sums that
     /// the last contribution to `grad` gathers as it is stored (`ConvMoments.gradientSums`).
     weak var producer: GradientSumsTaker?
@@ -48,17 +52,25 @@ public final class FeatureMap {
     var gradientShape: BlockedShape { blockedShape(halo: 1) }
 
     /// The value as an NCHW8c buffer whose halo is at least `halo`, materialised if pending.
+    /// The map's own buffer has halo 1 (what ops that pair buffers expect); a convolution with
+    /// more padding gets a wider copy, kept beside it for the map's other wide readers.
     public func blocked(halo: Int = 1) -> PooledBuffer {
-        switch storage {
-        case .blocked(let b) where b.shape.halo >= halo:
+        if halo > 1 {
+            if let wide, wide.shape.halo >= halo { return wide }
+            let b = engine.buffer(blockedShape(halo: halo))
+            if case .nchw(let x) = storage {
+                b.buffer.load(x)
+            } else {
+                BlockedOps.copyInterior(blocked().buffer, into: b.buffer, threads: engine.threads)
+            }
+            wide = b
             return b
+        }
+        switch storage {
         case .blocked(let b):
-            let wider = engine.buffer(blockedShape(halo: halo))
-            BlockedOps.copyInterior(b.buffer, into: wider.buffer, threads: engine.threads)
-            storage = .blocked(wider)
-            return wider
+            return b
         case .nchw(let x):
-            let b = engine.buffer(blockedShape(halo: Swift.max(halo, 1)))
+            let b = engine.buffer(blockedShape(halo: 1))
             b.buffer.load(x)
             storage = .blocked(b)
             return b
@@ -67,7 +79,7 @@ public final class FeatureMap {
             BlockedBatchNorm.normalize(z.buffer, scale: scale, shift: shift, activation: .identity, into: y.buffer,
                                        threads: engine.threads)
             storage = .blocked(y)
-            return halo <= y.shape.halo ? y : blocked(halo: halo)
+            return y
         }
     }
 
@@ -77,13 +89,20 @@ public final class FeatureMap {
         return blocked().buffer.toTensor()
     }
 
-    /// dL/d(this) [N, C, H, W] after `Engine.backward` (nil when nothing reached it).
+    /// dL/d(this) [N, C, H, W] after `Engine.backward`, for maps that no op wrote (inputs);
+    /// nil when nothing reached it. Intermediate maps hand their gradient on during backward.
     public var gradient: Tensor? { grad?.buffer.toTensor() }
 
     // MARK: - Backward bookkeeping
 
-    /// Notes a recorded op reading this map.
-    func markUse() { if engine.isRecording { uses += 1 } }
+    /// Notes a recorded op reading this map. A map kept from an earlier recording starts afresh.
+    func markUse() {
+        guard engine.isRecording else { return }
+        if generation != engine.generation {
+            (generation, uses, contributions, grad) = (engine.generation, 0, 0, nil)
+        }
+        uses += 1
+    }
 
     /// True when the contribution about to be made is the last one `grad` will get.
     var isLastContribution: Bool { contributions + 1 >= uses }

@@ -27,8 +27,11 @@ extension BatchNorm2d {
         BlockedBatchNorm.normalize(z.buffer, scale: scale, shift: shift, activation: activation, into: y.buffer,
                                    threads: e.threads)
         let out = x.derived(c: x.c, h: x.h, w: x.w, y)
-        return out.recorded(BatchNormNode(bn: self, input: x, z: z, output: out, y: y, mean: stats.mean, invStd: invStd,
-                                          activation: activation), inputs: [x])
+        guard e.isRecording else { return out }
+        let node = BatchNormNode(bn: self, input: x, z: z, output: out, y: y, mean: stats.mean, invStd: invStd,
+                                 activation: activation)
+        out.producer = node
+        return out.recorded(node, inputs: [x])
     }
 
     /// Batch norm over [N, C] on the engine (PyTorch `BatchNorm1d` on vectors, e.g. in a gate
