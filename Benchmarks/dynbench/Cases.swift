@@ -6,14 +6,17 @@ enum BenchCase {
     /// A convolution pass by `ConvVariant` name: `conv…`, `dgrad…` (input gradient), `wgrad…`.
     case conv(ConvVariant)
     case resnet(name: String)
+    /// torchvision's ResNet-18/50 at 224×224 (`resnet18_imagenet`, `resnet50_imagenet`).
+    case imagenet(name: String)
 
     static let convCases: [BenchCase] = ["conv3x3_c3_k64_32x32", "conv3x3_c64_k64_32x32", "conv3x3_c128_k128_16x16",
                                          "conv3x3_c256_k256_8x8", "conv3x3_c512_k512_4x4"].map { .conv(ConvVariant(name: $0)!) }
     static let modelCases: [BenchCase] = ["resnet18_cifar", "resnet56_cifar", "resnet110_cifar"].map { .resnet(name: $0) }
-    static let all = convCases + modelCases
+    static let imagenetCases: [BenchCase] = ["resnet18_imagenet", "resnet50_imagenet"].map { .imagenet(name: $0) }
+    static let all = convCases + modelCases + imagenetCases
 
     var name: String {
-        switch self { case .conv(let v): return v.name; case .resnet(let n): return n }
+        switch self { case .conv(let v): return v.name; case .resnet(let n), .imagenet(let n): return n }
     }
 
     /// A case by name; `catalog` expands to every `ConvVariant.catalog` entry (the variants the tests check).
@@ -41,6 +44,13 @@ enum BenchCase {
             model.eval()
             model.setThreads(threads)
             let x = Tensor.normal([batch, 3, 32, 32], rng: &rng)
+            return ({ _ = model(x) }, Double(2 * model.macsPerImage()))
+        case .imagenet(let name):
+            var rng = SeededRNG(seed: 0)
+            let model: ImageNetResNet = name == "resnet50_imagenet" ? .resnet50() : .resnet18()
+            model.eval()
+            model.threads = threads
+            let x = Tensor.normal([batch, 3, 224, 224], rng: &rng)
             return ({ _ = model(x) }, Double(2 * model.macsPerImage()))
         }
     }

@@ -12,7 +12,8 @@ usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batc
             the widest this build targets (simd16 with AVX-512)
   --no-winograd (any command) runs 3×3 stride-1 convolutions on the direct kernels instead of
             Winograd F(2×2, 3×3) (16-lane builds, 16/32/64 input channels, even output sizes)
-  models    CIFAR ResNets forward (resnet18_cifar resnet56_cifar resnet110_cifar)
+  models    ResNets forward: CIFAR (resnet18_cifar resnet56_cifar resnet110_cifar, the default) and
+            torchvision ImageNet at 224×224 (--cases resnet18_imagenet resnet50_imagenet)
   kernels   single convolution passes by name: conv3x3_c64_k64_32x32 (forward), dgrad… (input
             gradient), wgrad… (weight gradient), any {pass}{k}x{k}[s{s}]_c{C}_k{K}_{H}x{W}; `catalog`
             runs every variant the tests check

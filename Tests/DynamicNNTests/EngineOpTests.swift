@@ -79,6 +79,37 @@ final class EngineOpTests: XCTestCase {
         }
     }
 
+    /// torchvision's bottleneck (1×1, 3×3 with the stride, 1×1 at 4× width), both shortcut
+    /// kinds, against the layer path (its narrow batch norms put many ReLU inputs within a
+    /// difference step of the kink, so central differences are no use here).
+    func testBottleneckMatchesLayerPath() {
+        var rng = SeededRNG(seed: 13)
+        for (cin, width, stride) in [(12, 3, 1), (6, 4, 2)] {
+            let block = Bottleneck(cin, width: width, stride: stride, rng: &rng)
+            for bn in [block.bn1, block.bn2, block.bn3] { nonTrivial(bn, rng: &rng) }
+            let x = Tensor.normal([2, cin, 5, 6], rng: &rng)
+            let e = Engine(threads: 2)
+            e.begin(batch: 2, recording: true)
+            let input = e.input(x, requiresGradient: true)
+            let out = block(input).flattened()
+            let r = Tensor.normal(out.shape, rng: &rng)
+            e.backward(out, gradient: r)
+            let params = block.namedParameters().map(\.1).filter(\.isTrainable)
+            let engineGrads = params.map { $0.grad! }
+            params.forEach { $0.grad = nil }
+            let z = block.unit3(block.unit2(block.unit1(x)))
+            let shortcut = block.projection.map { $0(x) } ?? x
+            let y = Ops.add(z, shortcut, activation: .relu)
+            let label = "bottleneck \(cin)→\(4 * width) s\(stride)"
+            assertClose(out.value.reshaped(y.shape), y, tol: 1e-5, "\(label) forward")
+            let g = Ops.activationBackward(r.reshaped(y.shape), input: z + shortcut, .relu)
+            var dx = block.unit1.backward(block.unit2.backward(block.unit3.backward(g)))
+            dx += block.projection?.backward(g) ?? g
+            assertClose(input.gradient!, dx, tol: 1e-5, "\(label) input gradient")
+            for (a, p) in zip(engineGrads, params) { assertClose(a, p.grad!, tol: 1e-5, "\(label) parameter gradient") }
+        }
+    }
+
     func testBatchNormAlone() {
         var rng = SeededRNG(seed: 3)
         let bn = BatchNorm2d(11)

@@ -194,3 +194,25 @@ final class PyTorchFixtureTests: XCTestCase {
         return m.linear(Ops.globalAvgPool(h))
     }
 }
+
+extension PyTorchFixtureTests {
+    /// torchvision's ResNet-18 and ResNet-50 (twins in scripts/make_imagenet_fixtures.py): the
+    /// same state_dict keys, and eval-mode logits at 224×224 within 1e-4 of PyTorch's (float64),
+    /// with weights and input from the hash rule (nothing large is stored).
+    func testImageNetResNetsMatchTorchvisionTwins() throws {
+        let x = Tensor.hashUniform([2, 3, 224, 224], seed: Tensor.fnv1a64("imagenet-input"), low: -1, high: 1)
+        for (model, file) in [(ImageNetResNet.resnet18(), "models/resnet18_imagenet_hash_io.safetensors"),
+                              (ImageNetResNet.resnet50(), "models/resnet50_imagenet_hash_io.safetensors")] {
+            let io = try loadFixture(file)
+            let keys = try JSONDecoder().decode([String].self, from: Data(io.metadata["keys"]!.utf8))
+            XCTAssertEqual(model.namedParameters().map(\.0), keys, "\(model.name) state_dict keys")
+            Self.hashWeights(model)
+            model.eval()
+            for threads in [1, 2] {
+                model.threads = threads
+                let e = assertClose(model(x), io.tensors["logits"]!, tol: 1e-4, "\(model.name) threads=\(threads)")
+                print(String(format: "%@ fixture (hash weights, %d threads): max rel error %.2e", model.name, threads, e))
+            }
+        }
+    }
+}

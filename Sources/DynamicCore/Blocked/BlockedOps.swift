@@ -24,34 +24,33 @@ public enum BlockedOps {
 
     /// Max or average pooling window over the interior (padding never wins a max; average
     /// divides like PyTorch with `countIncludePad`). x: [N, C, H, W] → y: [N, C, Ho, Wo].
-    public static func pool(_ x: BlockedBuffer, into y: BlockedBuffer, _ p: Pool2DConfig, isMax: Bool) {
+    public static func pool(_ x: BlockedBuffer, into y: BlockedBuffer, _ p: Pool2DConfig, isMax: Bool, threads: Int? = nil) {
         let s = x.shape, o = y.shape
         precondition(o.n == s.n && o.c == s.c && (o.h, o.w) == p.outputSize(h: s.h, w: s.w), "pool output \(o) mismatched")
-        for n in 0..<s.n {
-            for b in 0..<s.blocks {
-                let src = x.pointer + n * s.imageStride + b * s.blockStride
-                let dst = y.pointer + n * o.imageStride + b * o.blockStride
-                for oy in 0..<o.h {
-                    let y0 = oy * p.strideH - p.padH
-                    let ya = Swift.max(y0, 0), yb = Swift.min(y0 + p.kernelH, s.h)
-                    for ox in 0..<o.w {
-                        let x0 = ox * p.strideW - p.padW
-                        let xa = Swift.max(x0, 0), xb = Swift.min(x0 + p.kernelW, s.w)
-                        var acc = SIMD8<Float>(repeating: isMax ? -.infinity : 0)
-                        for yy in ya..<yb {
-                            for xx in xa..<xb {
-                                let v = load8(src + s.pixelOffset(yy, xx))
-                                acc = isMax ? vmax(acc, v) : acc + v
-                            }
+        Parallel.forEach(s.n * s.blocks, threads: threads) { t in
+            let (n, b) = (t / s.blocks, t % s.blocks)
+            let src = x.pointer + n * s.imageStride + b * s.blockStride
+            let dst = y.pointer + n * o.imageStride + b * o.blockStride
+            for oy in 0..<o.h {
+                let y0 = oy * p.strideH - p.padH
+                let ya = Swift.max(y0, 0), yb = Swift.min(y0 + p.kernelH, s.h)
+                for ox in 0..<o.w {
+                    let x0 = ox * p.strideW - p.padW
+                    let xa = Swift.max(x0, 0), xb = Swift.min(x0 + p.kernelW, s.w)
+                    var acc = SIMD8<Float>(repeating: isMax ? -.infinity : 0)
+                    for yy in ya..<yb {
+                        for xx in xa..<xb {
+                            let v = load8(src + s.pixelOffset(yy, xx))
+                            acc = isMax ? vmax(acc, v) : acc + v
                         }
-                        if !isMax {
-                            let count = p.countIncludePad
-                                ? (Swift.min(y0 + p.kernelH, s.h + p.padH) - y0) * (Swift.min(x0 + p.kernelW, s.w + p.padW) - x0)
-                                : (yb - ya) * (xb - xa)
-                            acc *= SIMD8(repeating: 1 / Float(count))
-                        }
-                        store8(acc, dst + o.pixelOffset(oy, ox))
                     }
+                    if !isMax {
+                        let count = p.countIncludePad
+                            ? (Swift.min(y0 + p.kernelH, s.h + p.padH) - y0) * (Swift.min(x0 + p.kernelW, s.w + p.padW) - x0)
+                            : (yb - ya) * (xb - xa)
+                        acc *= SIMD8(repeating: 1 / Float(count))
+                    }
+                    store8(acc, dst + o.pixelOffset(oy, ox))
                 }
             }
         }

@@ -14,7 +14,7 @@ extension FeatureMap {
         precondition(o.h > 0 && o.w > 0, "pool \(p) leaves nothing of \(shape)")
         let x = blocked(halo: 1)
         let y = e.buffer(BlockedShape(n: n, c: c, h: o.h, w: o.w, halo: 1))
-        BlockedOps.pool(x.buffer, into: y.buffer, p, isMax: isMax)
+        BlockedOps.pool(x.buffer, into: y.buffer, p, isMax: isMax, threads: e.threads)
         e.charge(ComputeCost(referenceFLOPs: c * o.h * o.w * p.kernelH * p.kernelW), samples: samples)
         let out = FeatureMap(engine: e, n: n, c: c, h: o.h, w: o.w, storage: .blocked(y), samples: samples)
         if e.isRecording {

@@ -6,14 +6,17 @@ import Foundation
 // projection + BN where the shape changes ("option B"), as in ../shared/peers/netspec.py.
 
 /// conv3×3-BN-ReLU, conv3×3-BN, + shortcut, ReLU. x: [N, Cin, H, W] → [N, Cout, H/s, W/s].
-/// Keys: `conv1`, `bn1`, `conv2`, `bn2`, and `shortcut.0` / `shortcut.1` for a projection.
+/// Keys: `conv1`, `bn1`, `conv2`, `bn2`, and `shortcut.0` / `shortcut.1` for a projection
+/// (`downsample.0` / `.1` in torchvision's ResNets: `shortcutKey`).
 public final class BasicBlock: Module, Layer {
     public let conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d
     public let shortcut: Sequential
     let unit1: ConvBNUnit, unit2: ConvBNUnit
     let projection: ConvBNUnit?
+    let shortcutKey: String
 
-    public init(_ inChannels: Int, _ outChannels: Int, stride: Int, rng: inout SeededRNG) {
+    public init(_ inChannels: Int, _ outChannels: Int, stride: Int, shortcutKey: String = "shortcut", rng: inout SeededRNG) {
+        self.shortcutKey = shortcutKey
         conv1 = Conv2d(inChannels, outChannels, kernelSize: 3, stride: stride, padding: 1, bias: false, rng: &rng)
         bn1 = BatchNorm2d(outChannels)
         conv2 = Conv2d(outChannels, outChannels, kernelSize: 3, padding: 1, bias: false, rng: &rng)
@@ -33,7 +36,7 @@ public final class BasicBlock: Module, Layer {
     }
 
     override public var children: [(String, Module)] {
-        [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2), ("shortcut", shortcut)]
+        [("conv1", conv1), ("bn1", bn1), ("conv2", conv2), ("bn2", bn2), (shortcutKey, shortcut)]
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
