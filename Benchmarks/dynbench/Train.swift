@@ -55,7 +55,7 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
 /// A trainable classifier with what the CLI needs to drive it.
 struct TrainableModel {
     let name: String
-    let module: any Differentiable
+    let module: any TrainableNetwork
     let setThreads: (Int?) -> Void
     /// Multiply-adds per image of the dataset's size.
     let macsPerImage: Int
@@ -137,26 +137,13 @@ struct DatasetChoice {
     }
 }
 
-/// Top-1 accuracy of `model` in eval mode over `data` (unaugmented), and images per second.
-/// With `flip`, also `flipAccuracy`: the prediction from the summed logits of each image and its
-/// mirror image (horizontal-flip test-time augmentation; two forward passes per image).
-func evaluate(_ model: any Differentiable, _ data: LabeledImages, normalization: Normalization,
+/// Top-1 accuracy of `model` in eval mode over `data` (unaugmented) and images per second;
+/// with `flip`, also the accuracy with horizontal-flip test-time augmentation. The last output's.
+func evaluate(_ model: any TrainableNetwork, _ data: LabeledImages, normalization: Normalization,
               batch: Int, flip: Bool = false) -> (accuracy: Double, flipAccuracy: Double?, imagesPerSecond: Double) {
-    guard data.count > 0 else { return (0, flip ? 0 : nil, 0) }
-    model.eval()
-    defer { model.train() }
-    let batches = MiniBatches(data, batchSize: batch, normalization: normalization).epoch(0)
-    var correct = 0, flipCorrect = 0
-    func hits(_ logits: Tensor, _ labels: [Int]) -> Int { zip(logits.argmax(), labels).filter { $0 == $1 }.count }
-    let t0 = DispatchTime.now().uptimeNanoseconds
-    for b in batches {
-        let logits = model(b.images)
-        correct += hits(logits, b.labels)
-        if flip { flipCorrect += hits(logits + model(b.images.flippedHorizontally()), b.labels) }
-    }
-    let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-    return (Double(correct) / Double(data.count), flip ? Double(flipCorrect) / Double(data.count) : nil,
-            Double(data.count) / s)
+    let r = Trainer.evaluate(model, data, normalization: normalization, batch: batch, flip: flip,
+                             engine: Engine(threads: Parallel.defaultThreads))
+    return (r.accuracy.last ?? 0, r.flipAccuracy.map { $0.last ?? 0 }, r.imagesPerSecond)
 }
 
 func stderrWrite(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
@@ -167,27 +154,6 @@ func formatDuration(_ s: Double) -> String {
 }
 
 // MARK: - train
-
-struct EpochRecord: Codable {
-    var epoch: Int
-    var elapsed_s: Double
-    var train_loss: Double
-    var train_acc: Double
-    /// nil without a validation split (`--val 0`) or on epochs that skip the test set (`--test-every`).
-    var val_acc: Double?
-    var test_acc: Double?
-    /// With `--tta`: test accuracy from the logits of each image plus its mirror image.
-    var test_acc_flip: Double?
-    var lr: Double
-    var train_img_per_s: Double
-    /// Steps this epoch ran when a time budget cut it short (nil for a whole epoch).
-    var steps: Int?
-}
-
-struct TrainLog: Codable {
-    var config: [String: String]
-    var epochs: [EpochRecord]
-}
 
 func runTrain(_ argv: [String]) throws {
     let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--alternating-flip", "--no-bias-decay", "--zero-init-residual", "--tta"],
@@ -283,19 +249,7 @@ func runTrain(_ argv: [String]) throws {
         guard !stages.isEmpty else { throw CLIError(description: usage) }
         return stages
     } ?? []
-    let stepsPerEpoch = batches.batchCount
-    guard stepsPerEpoch > 0 else { throw CLIError(description: "--batch \(batch) is larger than the training set") }
-    let warmupSteps = Int((warmupEpochs * Double(stepsPerEpoch)).rounded())
-    let timeBudget = budgetSeconds.map { TimeBudget(seconds: $0, warmupSteps: warmupSteps) }
-    let totalSteps = timeBudget == nil ? epochs * stepsPerEpoch : warmupSteps + TimeBudget.ticks
-    let main: LRSchedule
-    let mainSteps = max(totalSteps - warmupSteps, 1)
-    switch scheduleName {
-    case "cosine": main = .cosine(steps: mainSteps, minFactor: 0)
-    case "multistep": main = .multiStep(milestones: [mainSteps / 2, mainSteps * 3 / 4], gamma: 0.1)
-    default: main = .constant
-    }
-    let schedule = warmupSteps > 0 ? LRSchedule.warmup(steps: warmupSteps, startFactor: 0.01, then: main) : main
+    guard batches.batchCount > 0 else { throw CLIError(description: "--batch \(batch) is larger than the training set") }
 
     // The arguments that decide the run; a resume must repeat them.
     var config: [String: String] = [
@@ -311,149 +265,43 @@ func runTrain(_ argv: [String]) throws {
     if zeroInitResidual { config["zero_init_residual"] = "true" }
     if let budgetSeconds { config["time_budget_s"] = String(budgetSeconds) }
     if let smallCropText { config["small_crop"] = smallCropText }
-    try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
-    let ckptURL = outDir.appendingPathComponent("checkpoint.safetensors")
-    let csvURL = outDir.appendingPathComponent("log.csv"), jsonURL = outDir.appendingPathComponent("log.json")
-    var startEpoch = 0, elapsedBefore = 0.0
-    var warmupEnd: Double?   // elapsed seconds when the warm-up ended (time-budget runs)
-    var records: [EpochRecord] = []
-    if a.has("--resume") {
-        let info: CheckpointInfo
-        do { info = try Checkpoint.load(from: ckptURL, model: net, optimizer: opt) } catch { throw error }
-        for (k, v) in config where info.metadata[k] != v {
-            throw CLIError(description: "--resume: \(k) is \(v) but the checkpoint's run used \(info.metadata[k] ?? "nothing")")
-        }
-        if info.metadata["finished"] == "true" { stderrWrite("nothing to do: the time budget was spent\n"); return }
-        guard info.step == info.epoch * stepsPerEpoch else {
-            throw CLIError(description: "--resume: checkpoint step \(info.step) is not epoch \(info.epoch) × \(stepsPerEpoch) steps")
-        }
-        startEpoch = info.epoch
-        elapsedBefore = Double(info.metadata["elapsed_s"] ?? "0") ?? 0
-        warmupEnd = info.metadata["warmup_end_s"].flatMap(Double.init)
-        if let data = try? Data(contentsOf: jsonURL), let log = try? JSONDecoder().decode(TrainLog.self, from: data) {
-            records = log.epochs.filter { $0.epoch <= startEpoch }
-        }
-        stderrWrite("resumed from \(ckptURL.path): epoch \(startEpoch), step \(info.step), \(formatDuration(elapsedBefore)) elapsed\n")
-        guard startEpoch < epochs else { stderrWrite("nothing to do: \(epochs) epochs already done\n"); return }
-    }
+    var options = TrainingOptions()
+    options.epochs = epochs
+    options.timeBudget = budgetSeconds
+    options.warmupEpochs = warmupEpochs
+    options.schedule = TrainingOptions.Schedule(rawValue: scheduleName)!
+    options.labelSmoothing = Float(smoothing)
+    options.evalBatch = evalBatch
+    options.testEvery = testEvery
+    options.flipTTA = tta
+    options.threads = threads
+    let trainer = Trainer(network: net, optimizer: opt, options: options)
+    trainer.config = config
 
     print("dynbench train — \(TargetFeatures.summary), \(threads) thread(s)")
     print("\(model.name) (\(net.parameterCount) parameters, \(String(format: "%.1f", Double(model.macsPerImage) / 1e6)) MMACs/image) "
           + "on \(dataset.name): \(trainSet.count) train / \(valSet.count) val / \(test.count) test images "
           + "(loaded in \(String(format: "%.1f", loadSeconds)) s)")
     print("SGD lr \(lr) momentum \(momentum)\(nesterov ? " nesterov" : "") wd \(wd)\(noBiasDecay ? " (not on biases, BN)" : ""), \(scheduleName) schedule"
-          + (warmupSteps > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), " + (budgetSeconds.map { "\(formatDuration($0)) time budget" } ?? "\(epochs) epochs") + " × \(stepsPerEpoch) steps"
+          + (warmupEpochs > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), "
+          + (budgetSeconds.map { "\(formatDuration($0)) time budget" } ?? "\(epochs) epochs") + " × \(batches.batchCount) steps"
           + (smoothing > 0 ? ", label smoothing \(smoothing)" : "")
           + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)"
           + (augmentation.alternatingFlip ? " (alternating)" : "")
           + (augmentation.cutout > 0 ? " cutout \(augmentation.cutout)" : "")
           + (zeroInitResidual ? ", residual branches start at γ = 0" : "")
           + (smallCropText.map { ", small crops \($0) (size:fraction)" } ?? ""))
-
-    func writeLogs() throws {
-        var csv = "epoch,elapsed_s,train_loss,train_acc,val_acc,test_acc" + (tta ? ",test_acc_flip" : "") + "\n"
-        for r in records {
-            csv += String(format: "%d,%.1f,%.4f,%.4f,", r.epoch, r.elapsed_s, r.train_loss, r.train_acc)
-                + ([r.val_acc, r.test_acc] + (tta ? [r.test_acc_flip] : [])).map { $0.map { String(format: "%.4f", $0) } ?? "" }
-                    .joined(separator: ",") + "\n"
-        }
-        try csv.write(to: csvURL, atomically: true, encoding: .utf8)
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(TrainLog(config: config.merging(["threads": String(threads), "target": TargetFeatures.summary]) { a, _ in a },
-                                epochs: records)).write(to: jsonURL)
-    }
-
-    let runStart = DispatchTime.now().uptimeNanoseconds
-    var elapsed: Double { elapsedBefore + Double(DispatchTime.now().uptimeNanoseconds - runStart) / 1e9 }
-    var trainSecondsPerStep: Double?   // running estimate for the ETA
-    var evalSeconds = 0.0
-    // Time-budget runs keep the final scoring's duration in reserve: the last one timed, or an estimate.
-    var timedEval: Double?
-    var finalEvalReserve = 0.0
-    if warmupSteps == 0 || startEpoch * stepsPerEpoch >= warmupSteps { warmupEnd = warmupEnd ?? elapsedBefore }
-    var outOfTime = false
-    for epoch in startEpoch..<epochs where !outOfTime {
-        // The first small-crop stage whose fraction (of the time budget, or of the epochs) is not reached yet.
-        let progress = timeBudget.map { elapsed / $0.seconds } ?? Double(epoch) / Double(epochs)
-        let source = smallCrops.first { progress < $0.until }?.batches ?? batches
-        let epochBatches = source.epoch(epoch)
-        var lossSum = 0.0, correct = 0, seen = 0, steps = 0
-        let epochStart = DispatchTime.now().uptimeNanoseconds
-        var lastPrint: UInt64 = 0
-        for k in 0..<stepsPerEpoch {
-            let step = epoch * stepsPerEpoch + k
-            let now = elapsed
-            if timeBudget != nil, seen > 0 {
-                // Until a scoring is timed: its forward passes at 2× the training rate (a step is ~3 forwards; eval batches run slower).
-                let rate = Double(seen) / (Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9)
-                finalEvalReserve = timedEval ?? Double(valSet.count + test.count * (tta ? 2 : 1)) / (2 * rate)
-            }
-            if let timeBudget, timeBudget.isSpent(elapsed: now, reserve: finalEvalReserve), steps > 0 { outOfTime = true; break }
-            if step == warmupSteps, warmupEnd == nil { warmupEnd = now }
-            opt.learningRateScale = schedule.factor(
-                at: timeBudget?.position(step: step, elapsed: now, warmupEnd: warmupEnd, reserve: finalEvalReserve) ?? step)
-            let b = epochBatches[k]
-            let r = opt.trainStep(net, images: b.images, labels: b.labels, labelSmoothing: Float(smoothing))
-            lossSum += Double(r.loss) * Double(r.count)
-            correct += r.correct
-            seen += r.count
-            steps += 1
-            let t = DispatchTime.now().uptimeNanoseconds
-            if t - lastPrint > 250_000_000 || k == stepsPerEpoch - 1 {
-                lastPrint = t
-                let s = Double(t - epochStart) / 1e9
-                let perStep = s / Double(k + 1)
-                let eta: Double
-                if let timeBudget {
-                    eta = max(timeBudget.seconds - elapsed, 0)
-                } else {
-                    let remainingSteps = Double((epochs - epoch) * stepsPerEpoch - k - 1)
-                    let remainingEvals = Double(epochs - epoch) * (evalSeconds > 0 ? evalSeconds : 0)
-                    eta = remainingSteps * (trainSecondsPerStep.map { ($0 + perStep) / 2 } ?? perStep) + remainingEvals
-                }
-                stderrWrite(String(format: "\repoch %d%@  step %d/%d  loss %.4f  acc %.4f  %.0f img/s  lr %.4g  ETA %@   ",
-                                   epoch + 1, timeBudget == nil ? "/\(epochs)" : "", k + 1, stepsPerEpoch, lossSum / Double(seen),
-                                   Double(correct) / Double(seen), Double(seen) / s, lr * opt.learningRateScale, formatDuration(eta)))
-            }
-        }
-        let trainSeconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
-        let secondsPerStep = trainSeconds / Double(steps)
-        trainSecondsPerStep = secondsPerStep
-        if let timeBudget, !outOfTime, timeBudget.isSpent(elapsed: elapsed + secondsPerStep, reserve: finalEvalReserve) {
-            outOfTime = true   // no room for another step
-        }
-        let evalStart = DispatchTime.now().uptimeNanoseconds
-        let val = valSet.count > 0 ? evaluate(net, valSet, normalization: dataset.normalization, batch: evalBatch).accuracy : nil
-        let scoresTest = (epoch + 1) % testEvery == 0 || epoch + 1 == epochs || outOfTime
-        let tst = scoresTest ? evaluate(net, test, normalization: dataset.normalization, batch: evalBatch, flip: tta) : nil
-        evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - evalStart) / 1e9
-        if scoresTest { timedEval = evalSeconds; finalEvalReserve = evalSeconds }
-        let rec = EpochRecord(epoch: epoch + 1, elapsed_s: elapsed, train_loss: lossSum / Double(seen),
-                              train_acc: Double(correct) / Double(seen), val_acc: val, test_acc: tst?.accuracy,
-                              test_acc_flip: tst?.flipAccuracy, lr: lr * opt.learningRateScale,
-                              train_img_per_s: Double(seen) / trainSeconds, steps: steps < stepsPerEpoch ? steps : nil)
-        records.append(rec)
-        stderrWrite("\r" + String(repeating: " ", count: 110) + "\r")
-        func acc(_ a: Double?) -> String { a.map { String(format: "%.4f", $0) } ?? "  –   " }
-        print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %@  test %@%@  %.0f img/s%@ (eval %.1f s)%@",
-                     rec.epoch, rec.elapsed_s, rec.train_loss, rec.train_acc, acc(rec.val_acc), acc(rec.test_acc),
-                     tta ? " (flip \(acc(rec.test_acc_flip)))" : "", rec.train_img_per_s,
-                     source.augmentation.cropSize.map { " at \($0) px" } ?? "", evalSeconds,
-                     steps < stepsPerEpoch ? ", \(steps) of \(stepsPerEpoch) steps: time is up" : ""))
-        fflush(nil)
-        var meta = config.merging(["elapsed_s": String(rec.elapsed_s)]) { a, _ in a }
-        if let warmupEnd { meta["warmup_end_s"] = String(warmupEnd) }
-        if outOfTime { meta["finished"] = "true" }
-        try Checkpoint.save(model: net, optimizer: opt,
-                            info: CheckpointInfo(epoch: epoch + 1, step: epoch * stepsPerEpoch + steps, metadata: meta),
-                            to: ckptURL)
-        try writeLogs()
-    }
+    let records: [EpochRecord]
+    do {
+        records = try trainer.fit(train: batches, cropStages: smallCrops.map { ($0.batches, $0.until) }, validation: valSet,
+                                  test: test, normalization: dataset.normalization, outputDirectory: outDir,
+                                  resume: a.has("--resume"))
+    } catch { throw CLIError(description: error.description) }
+    let csvURL = outDir.appendingPathComponent("log.csv"), jsonURL = outDir.appendingPathComponent("log.json")
     if let last = records.last, let testAcc = last.test_acc {
         print(String(format: "done: test accuracy %.4f%@ after %d epochs, %.1f s; wrote %@, %@, %@", testAcc,
                      last.test_acc_flip.map { String(format: " (%.4f with flip TTA)", $0) } ?? "", last.epoch,
-                     last.elapsed_s, csvURL.path, jsonURL.path, ckptURL.path))
+                     last.elapsed_s, csvURL.path, jsonURL.path, outDir.appendingPathComponent("checkpoint.safetensors").path))
     }
 }
 
@@ -515,11 +363,11 @@ func runTrainBench(_ argv: [String]) throws {
                 let model = try TrainableModel.make(name, channels: 3, height: 32, width: 32, classes: 10, seed: 0)
                 model.setThreads(t)
                 let opt = SGD(model.module.trainableParameters, learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4, nesterov: true)
-                let x = Tensor.normal([b, 3, 32, 32], rng: &rng)
-                let y = (0..<b).map { _ in Int(rng.next() % 10) }
-                let timing = Timing.measure(warmup: warmup, repeats: repeats) {
-                    _ = opt.trainStep(model.module, images: x, labels: y)
-                }
+                var options = TrainingOptions()
+                options.threads = t
+                let trainer = Trainer(network: model.module, optimizer: opt, options: options)
+                let batch = Batch(images: Tensor.normal([b, 3, 32, 32], rng: &rng), labels: (0..<b).map { _ in Int(rng.next() % 10) })
+                let timing = Timing.measure(warmup: warmup, repeats: repeats) { trainer.step(batch) }
                 let flops = 3 * 2 * Double(model.macsPerImage)
                 let ips = Double(b) / (timing.median / 1e3)
                 let row = ResultRow(framework: "dynbench-train", model: name, threads: t, batch: b, flops_per_image: flops,

@@ -7,15 +7,6 @@ import XCTest
 final class BlockedDataMovementTests: XCTestCase {
     private func blocked(_ t: Tensor, halo: Int = 1) -> BlockedBuffer { BlockedBuffer(t, halo: halo) }
 
-    private func haloIsZero(_ b: BlockedBuffer) -> Bool {
-        let s = b.shape
-        for i in 0..<s.count {
-            let q = (i % s.blockStride) / 8
-            let (y, x) = (q / s.wp - s.halo, q % s.wp - s.halo)
-            if (y < 0 || y >= s.h || x < 0 || x >= s.w) && b.pointer[i] != 0 { return false }
-        }
-        return true
-    }
 
     func testCopyChannelsAtAnyOffset() {
         var rng = SeededRNG(seed: 1)
@@ -29,7 +20,7 @@ final class BlockedDataMovementTests: XCTestCase {
                 at += p.shape[1]
             }
             XCTAssertEqual(y.toTensor().scalars, reference.scalars, "concat, \(threads) threads")
-            XCTAssertTrue(haloIsZero(y))
+            XCTAssertTrue(y.haloIsZero)
             for range in [0..<36, 5..<19, 8..<16, 17..<18] {
                 let s = BlockedBuffer(BlockedShape(n: 3, c: range.count, h: 4, w: 5, halo: 1))
                 BlockedOps.copyChannels(y, range, into: s, at: 0, threads: threads)
@@ -42,7 +33,7 @@ final class BlockedDataMovementTests: XCTestCase {
                     for n in 0..<3 { for c in range { for i in 0..<20 { e[(n * 36 + c) * 20 + i] *= 2 } } }
                 }
                 XCTAssertEqual(acc.toTensor().scalars, expected.scalars, "accumulate \(range)")
-                XCTAssertTrue(haloIsZero(acc))
+                XCTAssertTrue(acc.haloIsZero)
             }
         }
     }
@@ -62,7 +53,7 @@ final class BlockedDataMovementTests: XCTestCase {
             XCTAssertEqual(y.toTensor().scalars, expected.scalars)
             BlockedOps.scatterImages(g, rows: [1, 2, 3], into: y, threads: threads)
             XCTAssertEqual(y.toTensor().batch(1).scalars, x.batch(4).scalars)
-            XCTAssertTrue(haloIsZero(y))
+            XCTAssertTrue(y.haloIsZero)
         }
     }
 
@@ -74,7 +65,7 @@ final class BlockedDataMovementTests: XCTestCase {
                 let y = BlockedBuffer(blocked(a).shape)
                 BlockedOps.add(blocked(a), blocked(b), activation: act, into: y, threads: threads)
                 XCTAssertEqual(y.toTensor().scalars, Ops.add(a, b, activation: act).scalars, "add \(act)")
-                XCTAssertTrue(haloIsZero(y))
+                XCTAssertTrue(y.haloIsZero)
                 // The clamp's gradient from its output, against the activation's gradient from its input.
                 let g = blocked(b)
                 BlockedOps.clampBackward(g, output: y, activation: act, threads: threads)
@@ -115,7 +106,7 @@ final class BlockedDataMovementTests: XCTestCase {
             XCTAssertEqual(wide.toTensor().scalars, (a + b).scalars)
             BlockedOps.zeroInterior(wide, threads: threads)
             XCTAssertEqual(wide.toTensor().scalars, [Float](repeating: 0, count: a.count))
-            XCTAssertTrue(haloIsZero(wide))
+            XCTAssertTrue(wide.haloIsZero)
         }
     }
 
@@ -132,7 +123,7 @@ final class BlockedDataMovementTests: XCTestCase {
                 BlockedOps.resizeBilinearAlignCornersBackward(blocked(g), into: dx, threads: threads)
                 assertClose(dx.toTensor(), Ops.resizeBilinearAlignCornersBackward(g, inputHeight: 5, inputWidth: 7), tol: 1e-6,
                             "resize backward \(h)×\(w)")
-                XCTAssertTrue(haloIsZero(y) && haloIsZero(dx))
+                XCTAssertTrue(y.haloIsZero && dx.haloIsZero)
             }
         }
     }
@@ -150,7 +141,7 @@ final class BlockedDataMovementTests: XCTestCase {
                 XCTAssertEqual(dx.toTensor().scalars, Reference.maxPool2dBackward(g, input: x, p).scalars, "max \(p)")
                 BlockedOps.poolBackward(blocked(g), input: nil, into: dx, p, isMax: false, threads: threads)
                 assertClose(dx.toTensor(), Reference.avgPool2dBackward(g, inputShape: x.shape, p), tol: 1e-6, "avg \(p)")
-                XCTAssertTrue(haloIsZero(dx))
+                XCTAssertTrue(dx.haloIsZero)
             }
         }
     }

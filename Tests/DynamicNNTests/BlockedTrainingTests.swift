@@ -36,7 +36,7 @@ final class BlockedTrainingTests: XCTestCase {
                                    residualScale: rs, residualShift: rt, activation: .relu, into: y)
         _ = assertClose(y.toTensor(), Ops.add(bnOut, Ops.channelAffine(r, scale: rs, shift: rt), activation: .relu),
                         tol: 1e-6, "normalize + normalised residual")
-        XCTAssertTrue(haloIsZero(y), "normalize wrote into the halo")
+        XCTAssertTrue(y.haloIsZero, "normalize wrote into the halo")
 
         // Backward through ReLU and batch norm.
         let relu = Ops.activation(bnOut, .relu)
@@ -53,7 +53,7 @@ final class BlockedTrainingTests: XCTestCase {
         let dz = BlockedBuffer(bz.shape)
         BlockedBatchNorm.applyBackward(k, gradient: bg, input: bz, into: dz)
         _ = assertClose(dz.toTensor(), expected.input, tol: 1e-4, "dz")
-        XCTAssertTrue(haloIsZero(dz), "applyBackward wrote into the halo")
+        XCTAssertTrue(dz.haloIsZero, "applyBackward wrote into the halo")
 
         // The same backward with the ReLU mask recomputed from z: equal sums and dz, g untouched.
         let unmasked = BlockedBuffer(g, halo: 1)
@@ -76,7 +76,7 @@ final class BlockedTrainingTests: XCTestCase {
         let dx = BlockedBuffer(BlockedShape(n: 2, c: 10, h: 3, w: 5, halo: 1))
         BlockedOps.globalAvgPoolBackward(g, into: dx)
         _ = assertClose(dx.toTensor(), Ops.globalAvgPoolBackward(g, inputShape: [2, 10, 3, 5]), tol: 1e-7, "GAP backward")
-        XCTAssertTrue(haloIsZero(dx))
+        XCTAssertTrue(dx.haloIsZero)
     }
 
     /// One training step on the blocked plan and on the layer path from identical models:
@@ -154,15 +154,6 @@ final class BlockedTrainingTests: XCTestCase {
         return n == 0 ? d.squareRoot() : (d / n).squareRoot()
     }
 
-    private func haloIsZero(_ b: BlockedBuffer) -> Bool {
-        let s = b.shape
-        for i in 0..<s.count {
-            let q = (i % s.blockStride) / 8
-            let (y, x) = (q / s.wp - s.halo, q % s.wp - s.halo)
-            if (y < 0 || y >= s.h || x < 0 || x >= s.w) && b.pointer[i] != 0 { return false }
-        }
-        return true
-    }
 }
 
 extension BlockedTrainingTests {

@@ -58,3 +58,47 @@ final class ReadmeExampleTests: XCTestCase {
         print("README example: \(opened) of 32 samples ran the gated block")
     }
 }
+
+// The README's `Trainer` example, on a small synthetic set instead of CIFAR-10.
+
+final class TinyNet: Module, TrainableNetwork {
+    let stem: ConvBNUnit, block: GatedBlock, head: Linear
+    init(rng: inout SeededRNG) {
+        stem = ConvBNUnit(conv: Conv2d(3, 16, kernelSize: 3, padding: 1, bias: false, rng: &rng),
+                          bn: BatchNorm2d(16), activation: .relu)
+        block = GatedBlock(channels: 16, rng: &rng)
+        head = Linear(16, 10, rng: &rng)
+    }
+    override var children: [(String, Module)] {
+        [("conv", stem.conv), ("bn", stem.bn), ("block", block), ("fc", head)]
+    }
+    func outputs(_ x: FeatureMap) -> [Variable] { [head(block(stem(x)).globalAveragePooled())] }
+}
+
+extension ReadmeExampleTests {
+    func testReadmeTrainerExample() throws {
+        var rng = SeededRNG(seed: 0)
+        var px = [UInt8](), labels = [Int]()
+        for i in 0..<64 {
+            labels.append(i % 10)
+            for _ in 0..<(3 * 8 * 8) { px.append(UInt8(truncatingIfNeeded: rng.next())) }
+        }
+        let train = LabeledImages(channels: 3, height: 8, width: 8, classCount: 10, pixels: px, labels: labels), test = train
+        let runs = FileManager.default.temporaryDirectory.appendingPathComponent("readme-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: runs) }
+
+        let net = TinyNet(rng: &rng)
+        let trainer = Trainer(network: net, optimizer: SGD(net.trainableParameters, learningRate: 0.1, momentum: 0.9,
+                                                           weightDecay: 5e-4))
+        trainer.options.epochs = 2
+        trainer.options.showsProgress = false
+        try trainer.fit(train: MiniBatches(train, batchSize: 16, normalization: .cifar10, augmentation: .cifar,
+                                           shuffle: true, dropLast: true),
+                        test: test, normalization: .cifar10, outputDirectory: runs)
+        XCTAssertEqual(trainer.records.count, 2)
+        for file in ["log.csv", "log.json", "checkpoint.safetensors"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: runs.appendingPathComponent(file).path), file)
+        }
+        XCTAssertEqual(net.namedParameters().first?.0, "conv.weight")
+    }
+}

@@ -7,7 +7,7 @@ import XCTest
 final class TrainingTests: XCTestCase {
     /// 32 noisy synthetic 8×8 images whose class survives global pooling: classes 0–2 brighten
     /// one colour channel, class 3 has horizontal stripes.
-    func syntheticData(seed: UInt64) -> LabeledImages {
+    static func syntheticData(seed: UInt64) -> LabeledImages {
         var rng = SeededRNG(seed: seed)
         var px = [UInt8](), labels = [Int]()
         for i in 0..<32 {
@@ -25,7 +25,7 @@ final class TrainingTests: XCTestCase {
         let model = CIFARResNet(name: "resnet8", widths: [8, 16], blocksPerStage: [1, 1], classes: 4, seed: seed)
         let opt = SGD(groups: [ParameterGroup(model.trainableParameters, learningRate: 0.05, weightDecay: 5e-4)],
                       momentum: 0.9, nesterov: true)
-        let data = syntheticData(seed: 1)
+        let data = Self.syntheticData(seed: 1)
         let batches = MiniBatches(data, batchSize: 8, normalization: .measured(on: data),
                                   augmentation: Augmentation(cropPadding: 1, horizontalFlip: true), shuffle: true, seed: seed)
         return (model, opt, batches)

@@ -55,6 +55,19 @@ public final class BlockedBuffer: @unchecked Sendable {
 
     deinit { if base == nil { UnsafeMutableRawPointer(pointer).deallocate() } }
 
+    /// True when the halo ring and the padding channels of the last block are all zero: the
+    /// invariant every kernel relies on (a check for tests, O(count)).
+    public var haloIsZero: Bool {
+        let s = shape
+        for i in 0..<s.count {
+            let q = (i % s.blockStride) / 8
+            let (y, x) = (q / s.wp - s.halo, q % s.wp - s.halo)
+            let channel = ((i % s.imageStride) / s.blockStride) * 8 + i % 8
+            if (y < 0 || y >= s.h || x < 0 || x >= s.w || channel >= s.c) && pointer[i] != 0 { return false }
+        }
+        return true
+    }
+
     /// Packs an NCHW tensor [n, c, h, w] of the buffer's shape into the interior.
     public func load(_ x: Tensor) {
         let s = shape

@@ -32,24 +32,16 @@ public enum BlockedOps {
             let src = x.pointer + n * s.imageStride + b * s.blockStride
             let dst = y.pointer + n * o.imageStride + b * o.blockStride
             for oy in 0..<o.h {
-                let y0 = oy * p.strideH - p.padH
-                let ya = Swift.max(y0, 0), yb = Swift.min(y0 + p.kernelH, s.h)
                 for ox in 0..<o.w {
-                    let x0 = ox * p.strideW - p.padW
-                    let xa = Swift.max(x0, 0), xb = Swift.min(x0 + p.kernelW, s.w)
+                    let win = p.window(oy, ox, height: s.h, width: s.w)
                     var acc = SIMD8<Float>(repeating: isMax ? -.infinity : 0)
-                    for yy in ya..<yb {
-                        for xx in xa..<xb {
+                    for yy in win.rows {
+                        for xx in win.cols {
                             let v = load8(src + s.pixelOffset(yy, xx))
                             acc = isMax ? vmax(acc, v) : acc + v
                         }
                     }
-                    if !isMax {
-                        let count = p.countIncludePad
-                            ? (Swift.min(y0 + p.kernelH, s.h + p.padH) - y0) * (Swift.min(x0 + p.kernelW, s.w + p.padW) - x0)
-                            : (yb - ya) * (xb - xa)
-                        acc *= SIMD8(repeating: 1 / Float(count))
-                    }
+                    if !isMax { acc *= SIMD8(repeating: 1 / Float(win.divisor)) }
                     store8(acc, dst + o.pixelOffset(oy, ox))
                 }
             }
@@ -190,17 +182,14 @@ extension BlockedOps {
             let xs = x.map { $0.shape }
             let src = x.map { $0.pointer + n * $0.shape.imageStride + b * $0.shape.blockStride }
             for oy in 0..<o.h {
-                let y0 = oy * p.strideH - p.padH
-                let ya = Swift.max(y0, 0), yb = Swift.min(y0 + p.kernelH, s.h)
                 for ox in 0..<o.w {
-                    let x0 = ox * p.strideW - p.padW
-                    let xa = Swift.max(x0, 0), xb = Swift.min(x0 + p.kernelW, s.w)
+                    let win = p.window(oy, ox, height: s.h, width: s.w)
                     let gv = load8(gp + o.pixelOffset(oy, ox))
                     if isMax, let src, let xs {
                         var best = SIMD8<Float>(repeating: -.infinity)
-                        var at = SIMD8<Int32>(repeating: Int32(ya * s.w + xa))
-                        for yy in ya..<yb {
-                            for xx in xa..<xb {
+                        var at = SIMD8<Int32>(repeating: Int32(win.rows.lowerBound * s.w + win.cols.lowerBound))
+                        for yy in win.rows {
+                            for xx in win.cols {
                                 let v = load8(src + xs.pixelOffset(yy, xx))
                                 let m = v .> best
                                 best.replace(with: v, where: m)
@@ -212,12 +201,9 @@ extension BlockedOps {
                             dst[s.pixelOffset(cell / s.w, cell % s.w) + k] += gv[k]
                         }
                     } else {
-                        let count = p.countIncludePad
-                            ? (Swift.min(y0 + p.kernelH, s.h + p.padH) - y0) * (Swift.min(x0 + p.kernelW, s.w + p.padW) - x0)
-                            : (yb - ya) * (xb - xa)
-                        let share = gv * SIMD8(repeating: 1 / Float(count))
-                        for yy in ya..<yb {
-                            for xx in xa..<xb {
+                        let share = gv * SIMD8(repeating: 1 / Float(win.divisor))
+                        for yy in win.rows {
+                            for xx in win.cols {
                                 let q = dst + s.pixelOffset(yy, xx)
                                 store8(load8(q) + share, q)
                             }

@@ -4,6 +4,18 @@ public struct Pool2DConfig: Hashable, Sendable {
     /// Average pooling only: divide by k² including padded positions (PyTorch's default).
     public var countIncludePad: Bool
 
+    /// The input rows and columns that output pixel (oy, ox) of an h × w input pools over,
+    /// and the average's divisor (PyTorch's rule: padding counts when `countIncludePad`).
+    @inline(__always)
+    public func window(_ oy: Int, _ ox: Int, height h: Int, width w: Int) -> (rows: Range<Int>, cols: Range<Int>, divisor: Int) {
+        let y0 = oy * strideH - padH, x0 = ox * strideW - padW
+        let rows = Swift.max(y0, 0)..<Swift.min(y0 + kernelH, h), cols = Swift.max(x0, 0)..<Swift.min(x0 + kernelW, w)
+        let divisor = countIncludePad
+            ? (Swift.min(y0 + kernelH, h + padH) - y0) * (Swift.min(x0 + kernelW, w + padW) - x0)
+            : rows.count * cols.count
+        return (rows, cols, divisor)
+    }
+
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0, countIncludePad: Bool = true) {
         let s = stride ?? kernelSize
         precondition(kernelSize > 0 && s > 0 && padding >= 0 && 2 * padding <= kernelSize,

@@ -78,6 +78,13 @@ public struct Augmentation: Sendable, Equatable {
 public struct Batch: Sendable {
     public var images: Tensor
     public var labels: [Int]
+
+    /// images: [N, C, H, W]; labels: N class indices.
+    public init(images: Tensor, labels: [Int]) {
+        precondition(images.rank >= 1 && images.shape[0] == labels.count, "\(labels.count) labels for images \(images.shape)")
+        self.images = images
+        self.labels = labels
+    }
 }
 
 /// Mini-batches over a dataset, reproducible from `seed`: epoch e's order and batch k's

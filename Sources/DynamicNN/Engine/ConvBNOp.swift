@@ -77,7 +77,7 @@ extension ConvBNUnit {
             x.markUse()
             residual?.markUse()
             output.requiresGradient = true
-            output.producer = node
+            output.producer = node.norm
             e.record(node)
         }
         return output
@@ -102,41 +102,25 @@ extension ConvBNUnit {
 }
 
 /// The tape node of a training-mode `ConvBNUnit` op.
-final class ConvBNNode: TapeNode, GradientSumsTaker {
+final class ConvBNNode: TapeNode {
     let unit: ConvBNUnit, kernels: ConvTrainingKernels
     let input: FeatureMap, inputBuffer: PooledBuffer
     let residual: FeatureMap?, output: FeatureMap
-    /// The convolution output and, when the output was materialised, the output itself.
-    let z: PooledBuffer, y: PooledBuffer?
-    let mean: [Float], invStd: [Float], scale: [Float], shift: [Float]
+    /// The materialised output (nil while it is pending).
+    let y: PooledBuffer?
     let activation: Activation
-    /// Σg, Σg·z gathered by the op that wrote the output gradient last.
-    private var pendingSums: (sumG: [Double], sumGZ: [Double])?
+    let norm: BatchNormBackward
 
     init(unit: ConvBNUnit, kernels: ConvTrainingKernels, input: FeatureMap, inputBuffer: PooledBuffer, residual: FeatureMap?,
          output: FeatureMap, z: PooledBuffer, y: PooledBuffer?, mean: [Float], invStd: [Float], scale: [Float], shift: [Float],
          activation: Activation) {
-        (self.unit, self.kernels, self.input, self.inputBuffer, self.residual, self.output) =
-            (unit, kernels, input, inputBuffer, residual, output)
-        (self.z, self.y, self.mean, self.invStd, self.scale, self.shift, self.activation) =
-            (z, y, mean, invStd, scale, shift, activation)
-    }
-
-    /// The ReLU after the batch norm as its backward sees it: without a residual its mask is
-    /// recomputed from z (no extra activation to stream); after a residual add it comes from y.
-    private var relu: BlockedBatchNorm.ReLU? {
-        guard activation == .relu else { return nil }
-        return residual == nil ? .recomputed(scale: scale, shift: shift) : .output(y!.buffer)
-    }
-
-    func gradientSums(for gradient: BlockedShape) -> ConvMoments? {
-        // A ReLU-1 mask is not fused into the epilogues.
-        activation != .relu1 && gradient == z.shape ? ConvMoments(.gradientSums(input: z.buffer, relu: relu)) : nil
-    }
-
-    func tookGradientSums(_ sums: ConvMoments) {
-        let t = sums.totals(channels: z.shape.c)
-        pendingSums = (t.sum, t.sumOfSquares)
+        (self.unit, self.kernels, self.input, self.inputBuffer, self.residual, self.output, self.y, self.activation) =
+            (unit, kernels, input, inputBuffer, residual, output, y, activation)
+        // The ReLU as the backward sees it: without a residual its mask is recomputed from z (no
+        // extra activation to stream); after a residual add it comes from y.
+        var relu: BlockedBatchNorm.ReLU?
+        if activation == .relu { relu = residual == nil ? .recomputed(scale: scale, shift: shift) : .output(y!.buffer) }
+        norm = BatchNormBackward(bn: unit.bn, z: z, mean: mean, invStd: invStd, relu: relu, fusable: activation != .relu1)
     }
 
     func backward() {
@@ -145,18 +129,13 @@ final class ConvBNNode: TapeNode, GradientSumsTaker {
             residual?.skipContribution()
             return
         }
-        let threads = output.engine.threads, relu = self.relu
+        let threads = output.engine.threads
         if activation == .relu1 { BlockedOps.clampBackward(g.buffer, output: y!.buffer, activation: .relu1, threads: threads) }
-        let sums = pendingSums ?? BlockedBatchNorm.gradientSums(g.buffer, relu: relu, input: z.buffer, threads: threads)
-        pendingSums = nil
-        let bn = unit.bn
-        let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: mean, invStd: invStd,
-                                          gamma: bn.weight.value.scalars, count: z.shape.n * z.shape.h * z.shape.w)
-        bn.weight.accumulateGrad(Tensor(shape: [k.gamma.count], scalars: k.gamma))
-        bn.bias.accumulateGrad(Tensor(shape: [k.beta.count], scalars: k.beta))
+        let k = norm.backward(g, threads: threads)
         // g (masked by the ReLU) is also the residual's gradient: then dz needs a buffer of its own.
-        let dz = residual == nil ? g : output.engine.buffer(z.shape)
-        BlockedBatchNorm.applyBackward(k, gradient: g.buffer, input: z.buffer, relu: relu, into: dz.buffer, threads: threads)
+        let dz = residual == nil ? g : output.engine.buffer(norm.z.shape)
+        BlockedBatchNorm.applyBackward(k, gradient: g.buffer, input: norm.z.buffer, relu: norm.relu, into: dz.buffer,
+                                       threads: threads)
         if let r = residual {
             if r.requiresGradient { r.accumulateGradient(g) } else { r.skipContribution() }
         }
@@ -164,4 +143,3 @@ final class ConvBNNode: TapeNode, GradientSumsTaker {
         kernels.backward(unit.conv, gradient: dz, input: input, inputBuffer: inputBuffer)
     }
 }
-

@@ -88,16 +88,21 @@ public final class Engine: @unchecked Sendable {
 
     /// Runs `body` on micro-batches of x [N, …], spread over `threads` workers that each walk
     /// their own contiguous share of the images depth-first (no synchronisation per layer),
-    /// each on its own single-threaded engine; returns the outputs [N, …] in order. With
+    /// each on its own single-threaded engine; returns the output [N, …] in order. With
     /// `microBatch ≥ N / threads` (small batches) it runs `body` once on this engine with the
     /// threads inside each op. Inference only: the layers must be in eval mode (training-mode
     /// batch norms would take statistics per micro-batch and race on the running ones).
     public func runMicroBatches(_ x: Tensor, microBatch: Int, _ body: (FeatureMap) -> Variable) -> Tensor {
+        runMicroBatches(x, microBatch: microBatch, outputs: { [body($0)] })[0]
+    }
+
+    /// `runMicroBatches` for a network with several outputs (one per exit): each output [N, …].
+    public func runMicroBatches(_ x: Tensor, microBatch: Int, outputs body: (FeatureMap) -> [Variable]) -> [Tensor] {
         let n = x.shape[0], micro = Swift.max(1, microBatch)
         let chunks = (n + micro - 1) / micro
         if chunks < 2 * threads && n <= micro * threads {
             begin(batch: n, recording: false)
-            return body(input(x)).value
+            return body(input(x)).map(\.value)
         }
         tape.removeAll()      // an unfinished recording's activations go back to the pool
         isRecording = false
@@ -106,29 +111,28 @@ public final class Engine: @unchecked Sendable {
         let count = Swift.min(threads, chunks)
         while workers.count < count { workers.append(Engine(threads: 1)) }
         let shares = Parallel.ranges(n, parts: count)
-        var outputs = [Tensor?](repeating: nil, count: count)
+        var outputs = [[Tensor]](repeating: [], count: count)
         var costs = [[ComputeCost]](repeating: [], count: count)
         outputs.withUnsafeMutableBufferPointer { out in
             costs.withUnsafeMutableBufferPointer { cost in
                 let (slots, costSlots, workers) = (out.baseAddress!, cost.baseAddress!, self.workers)
                 Parallel.forEach(count, threads: count) { wk in
                     let e = workers[wk]
-                    var parts: [Tensor] = []
+                    var parts: [[Tensor]] = []
                     var spent: [ComputeCost] = []
                     for start in stride(from: shares[wk].lowerBound, to: shares[wk].upperBound, by: micro) {
                         let images = start..<Swift.min(shares[wk].upperBound, start + micro)
                         e.begin(batch: images.count, recording: false)
-                        parts.append(body(e.input(x.batch(images))).value)
+                        parts.append(body(e.input(x.batch(images))).map(\.value))
                         spent += e.sampleCosts
                     }
-                    slots[wk] = Tensor.concatBatch(parts)
+                    slots[wk] = parts[0].indices.map { k in Tensor.concatBatch(parts.map { $0[k] }) }
                     costSlots[wk] = spent
                 }
             }
         }
         sampleCosts = costs.flatMap { $0 }
-        isRecording = false
-        return Tensor.concatBatch(outputs.map { $0! })
+        return outputs[0].indices.map { k in Tensor.concatBatch(outputs.map { $0[k] }) }
     }
 }
 

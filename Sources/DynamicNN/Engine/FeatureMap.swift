@@ -145,6 +145,14 @@ public final class Variable {
     func accumulateGradient(_ g: Tensor) {
         if gradient == nil { gradient = g } else { gradient! += g }
     }
+
+    /// Records `node` as the op that wrote this variable (while recording).
+    func recorded(_ node: @autoclosure () -> TapeNode) -> Variable {
+        guard engine.isRecording else { return self }
+        requiresGradient = true
+        engine.record(node())
+        return self
+    }
 }
 
 /// A recorded op that takes its batch-norm gradient sums from the op that writes its output

@@ -40,11 +40,7 @@ extension Linear {
                          samples: x.samples)
         let macs = weight.value.count
         e.charge(ComputeCost(macs: macs, referenceFLOPs: macs + (bias?.value.count ?? 0)), samples: x.samples)
-        if e.isRecording {
-            y.requiresGradient = true
-            e.record(LinearNode(layer: self, input: x, output: y))
-        }
-        return y
+        return y.recorded(LinearNode(layer: self, input: x, output: y))
     }
 }
 

@@ -30,7 +30,7 @@ extension BatchNorm2d {
         guard e.isRecording else { return out }
         let node = BatchNormNode(bn: self, input: x, z: z, output: out, y: y, mean: stats.mean, invStd: invStd,
                                  activation: activation)
-        out.producer = node
+        out.producer = node.norm
         return out.recorded(node, inputs: [x])
     }
 
@@ -48,35 +48,19 @@ extension BatchNorm2d {
         let (mean, variance) = Self.batchStatistics(x.value)
         let cache = BatchNormCache(input: x.value, mean: mean, invStd: recordBatch(mean: mean, variance: variance, count: x.shape[0]))
         let out = Variable(engine: e, value: cache.output(gamma: weight.value, beta: bias.value), samples: x.samples)
-        if e.isRecording {
-            out.requiresGradient = true
-            e.record(VectorBatchNormNode(bn: self, input: x, cache: cache, output: out))
-        }
-        return out
+        return out.recorded(VectorBatchNormNode(bn: self, input: x, cache: cache, output: out))
     }
 }
 
-final class BatchNormNode: TapeNode, GradientSumsTaker {
-    let bn: BatchNorm2d, input: FeatureMap, z: PooledBuffer, output: FeatureMap, y: PooledBuffer
-    let mean: [Float], invStd: [Float], activation: Activation
-    private var pendingSums: (sumG: [Double], sumGZ: [Double])?
+final class BatchNormNode: TapeNode {
+    let input: FeatureMap, output: FeatureMap, y: PooledBuffer, activation: Activation
+    let norm: BatchNormBackward
 
     init(bn: BatchNorm2d, input: FeatureMap, z: PooledBuffer, output: FeatureMap, y: PooledBuffer, mean: [Float],
          invStd: [Float], activation: Activation) {
-        (self.bn, self.input, self.z, self.output, self.y, self.mean, self.invStd, self.activation) =
-            (bn, input, z, output, y, mean, invStd, activation)
-    }
-
-    private var relu: BlockedBatchNorm.ReLU? { activation == .relu ? .output(y.buffer) : nil }
-
-    func gradientSums(for gradient: BlockedShape) -> ConvMoments? {
-        // ReLU-1 masks are not fused into the epilogues.
-        activation != .relu1 && gradient == z.shape ? ConvMoments(.gradientSums(input: z.buffer, relu: relu)) : nil
-    }
-
-    func tookGradientSums(_ sums: ConvMoments) {
-        let t = sums.totals(channels: z.shape.c)
-        pendingSums = (t.sum, t.sumOfSquares)
+        (self.input, self.output, self.y, self.activation) = (input, output, y, activation)
+        norm = BatchNormBackward(bn: bn, z: z, mean: mean, invStd: invStd, relu: activation == .relu ? .output(y.buffer) : nil,
+                                 fusable: activation != .relu1)
     }
 
     func backward() {
@@ -84,15 +68,9 @@ final class BatchNormNode: TapeNode, GradientSumsTaker {
         output.grad = nil
         let threads = input.engine.threads
         if activation == .relu1 { BlockedOps.clampBackward(g.buffer, output: y.buffer, activation: .relu1, threads: threads) }
-        precondition(g.shape == z.shape, "batch norm backward: gradient \(g.shape) vs input \(z.shape)")
-        let sums = pendingSums ?? BlockedBatchNorm.gradientSums(g.buffer, relu: relu, input: z.buffer, threads: threads)
-        pendingSums = nil
-        let k = BlockedBatchNorm.backward(sumG: sums.sumG, sumGZ: sums.sumGZ, mean: mean, invStd: invStd,
-                                          gamma: bn.weight.value.scalars, count: z.shape.n * z.shape.h * z.shape.w)
-        bn.weight.accumulateGrad(Tensor(shape: [k.gamma.count], scalars: k.gamma))
-        bn.bias.accumulateGrad(Tensor(shape: [k.beta.count], scalars: k.beta))
+        let k = norm.backward(g, threads: threads)
         guard input.requiresGradient else { input.skipContribution(); return }
-        BlockedBatchNorm.applyBackward(k, gradient: g.buffer, input: z.buffer, into: g.buffer, threads: threads)
+        BlockedBatchNorm.applyBackward(k, gradient: g.buffer, input: norm.z.buffer, into: g.buffer, threads: threads)
         input.accumulateGradient(g)
     }
 }

@@ -67,11 +67,7 @@ extension Variable {
     public func straightThrough(forward: Tensor) -> Variable {
         precondition(forward.shape == shape, "straight-through value \(forward.shape) must be \(shape)")
         let out = Variable(engine: engine, value: forward, samples: samples)
-        if engine.isRecording {
-            out.requiresGradient = true
-            engine.record(StraightThroughNode(input: self, output: out))
-        }
-        return out
+        return out.recorded(StraightThroughNode(input: self, output: out))
     }
 }
 

@@ -35,22 +35,14 @@ extension Variable {
         let e = engine
         let out = Variable(engine: e, value: Ops.activation(value, activation), samples: samples)
         if activation == .relu { e.charge(ComputeCost(referenceFLOPs: value.count / Swift.max(shape[0], 1)), samples: samples) }
-        if e.isRecording {
-            out.requiresGradient = true
-            e.record(ActivationNode(input: self, output: out, activation: activation))
-        }
-        return out
+        return out.recorded(ActivationNode(input: self, output: out, activation: activation))
     }
 
     /// Softmax over the last axis of [N, K].
     public func softmax() -> Variable {
         let e = engine
         let out = Variable(engine: e, value: Ops.softmax(value), samples: samples)
-        if e.isRecording {
-            out.requiresGradient = true
-            e.record(SoftmaxNode(input: self, output: out))
-        }
-        return out
+        return out.recorded(SoftmaxNode(input: self, output: out))
     }
 }
 
@@ -99,11 +91,7 @@ extension Variable {
         let src = value.scalars
         let picked = Tensor(shape: [rows.count] + shape.dropFirst(), scalars: rows.flatMap { src[($0 * width)..<(($0 + 1) * width)] })
         let out = Variable(engine: engine, value: picked, samples: rows.map { samples?[$0] ?? $0 })
-        if engine.isRecording {
-            out.requiresGradient = true
-            engine.record(VariableGatherNode(input: self, rows: rows, output: out))
-        }
-        return out
+        return out.recorded(VariableGatherNode(input: self, rows: rows, output: out))
     }
 }
 

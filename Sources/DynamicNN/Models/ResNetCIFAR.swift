@@ -23,15 +23,7 @@ public final class BasicBlock: Module, Layer {
         bn2 = BatchNorm2d(outChannels)
         unit1 = ConvBNUnit(conv: conv1, bn: bn1, activation: .relu)
         unit2 = ConvBNUnit(conv: conv2, bn: bn2, activation: .identity)
-        if stride != 1 || inChannels != outChannels {
-            let c = Conv2d(inChannels, outChannels, kernelSize: 1, stride: stride, bias: false, rng: &rng)
-            let b = BatchNorm2d(outChannels)
-            shortcut = Sequential(c, b)
-            projection = ConvBNUnit(conv: c, bn: b, activation: .identity)
-        } else {
-            shortcut = Sequential()
-            projection = nil
-        }
+        (shortcut, projection) = projectionShortcut(inChannels, outChannels, stride: stride, rng: &rng)
         super.init()
     }
 
@@ -52,6 +44,15 @@ public final class BasicBlock: Module, Layer {
         let shortcut = projection.map { $0(x) } ?? x
         return unit2(mid, residual: shortcut, activation: .relu)
     }
+}
+
+/// The shortcut of a residual block: where the shape changes, a 1×1 convolution with the
+/// block's stride + batch norm (keys `0`, `1`; "option B"), else nothing (the identity).
+func projectionShortcut(_ inChannels: Int, _ outChannels: Int, stride: Int,
+                        rng: inout SeededRNG) -> (keys: Sequential, unit: ConvBNUnit?) {
+    guard stride != 1 || inChannels != outChannels else { return (Sequential(), nil) }
+    let c = Conv2d(inChannels, outChannels, kernelSize: 1, stride: stride, bias: false, rng: &rng), b = BatchNorm2d(outChannels)
+    return (Sequential(c, b), ConvBNUnit(conv: c, bn: b, activation: .identity))
 }
 
 /// A CIFAR ResNet: stem conv3×3 (3 → widths[0]) + BN + ReLU, stages `layer1…layerK` of
@@ -196,4 +197,9 @@ public final class CIFARResNet: Module, Layer {
         total += linear.weight.value.count
         return total
     }
+}
+
+extension CIFARResNet: TrainableNetwork {
+    public func outputs(_ x: FeatureMap) -> [Variable] { [forward(x)] }
+    public func inferenceMicroBatch(height: Int, width: Int) -> Int { microBatch(h: height, w: width) }
 }

@@ -25,14 +25,7 @@ public final class Bottleneck: Module {
         unit1 = ConvBNUnit(conv: conv1, bn: bn1, activation: .relu)
         unit2 = ConvBNUnit(conv: conv2, bn: bn2, activation: .relu)
         unit3 = ConvBNUnit(conv: conv3, bn: bn3, activation: .identity)
-        if stride != 1 || inChannels != out {
-            let c = Conv2d(inChannels, out, kernelSize: 1, stride: stride, bias: false, rng: &rng), b = BatchNorm2d(out)
-            downsample = Sequential(c, b)
-            projection = ConvBNUnit(conv: c, bn: b, activation: .identity)
-        } else {
-            downsample = Sequential()
-            projection = nil
-        }
+        (downsample, projection) = projectionShortcut(inChannels, out, stride: stride, rng: &rng)
         super.init()
     }
 
@@ -167,4 +160,9 @@ public final class ImageNetResNet: Module, Layer, Differentiable {
         }
         return total + fc.weight.value.count
     }
+}
+
+extension ImageNetResNet: TrainableNetwork {
+    public func outputs(_ x: FeatureMap) -> [Variable] { [forward(x)] }
+    public func inferenceMicroBatch(height: Int, width: Int) -> Int { 2 }
 }

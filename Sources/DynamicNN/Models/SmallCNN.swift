@@ -157,3 +157,7 @@ public final class SmallCNN: Module, Layer, Differentiable {
         return total
     }
 }
+
+extension SmallCNN: TrainableNetwork {
+    public func outputs(_ x: FeatureMap) -> [Variable] { [forward(x)] }
+}
