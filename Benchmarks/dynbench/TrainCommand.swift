@@ -1,7 +1,7 @@
 import DynamicInference
 import Foundation
 
-// `dynbench train`, `dynbench eval` and `dynbench train-bench` (issue 4, parts 6 and 7).
+// `dynbench train`: a front end to the library's `Trainer` for the registry's networks and datasets.
 
 let trainUsage = """
 usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifar10|fashion-mnist --data DIR
@@ -50,93 +50,6 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                (forward + input gradient + weight gradient; forward FLOPs = 2 × MACs).
 """
 
-// MARK: - Models and datasets
-
-/// A trainable classifier with what the CLI needs to drive it.
-struct TrainableModel {
-    let name: String
-    let module: any TrainableNetwork
-    let setThreads: (Int?) -> Void
-    /// Multiply-adds per image of the dataset's size.
-    let macsPerImage: Int
-
-    /// `resnetN` / `resnetN_cifar` (N = 6n+2) or `cnn-small`, for images of `channels`×h×w.
-    static func make(_ name: String, channels: Int, height: Int, width: Int, classes: Int, seed: UInt64,
-                     cnn: CNNShape? = nil) throws -> TrainableModel {
-        let cnn = try cnn ?? CNNShape()
-        if name == "cnn-small" {
-            guard min(height, width) >> (cnn.stages.count - 1) >= 1 else {
-                throw CLIError(description: "--cnn-stages: \(cnn.stages.count) stages pool \(height)×\(width) images away")
-            }
-            let m = SmallCNN(inChannels: channels, classes: classes, stages: cnn.stages, head: cnn.head,
-                             inputSize: (height, width), seed: seed)
-            return TrainableModel(name: name, module: m, setThreads: m.setThreads,
-                                  macsPerImage: m.macsPerImage(height: height, width: width))
-        }
-        var n = name
-        if n.hasSuffix("_cifar") { n = String(n.dropLast(6)) }
-        guard n.hasPrefix("resnet"), let d = Int(n.dropFirst(6)), d >= 8, (d - 2) % 6 == 0 else {
-            throw CLIError(description: "unknown model \(name) (resnetN with N = 6n+2, e.g. resnet20, or cnn-small)")
-        }
-        guard channels == 3 else {
-            throw CLIError(description: "\(name) takes 3-channel images; use cnn-small for \(channels)-channel data")
-        }
-        let m = CIFARResNet.depth(d, classes: classes, seed: seed)
-        return TrainableModel(name: "resnet\(d)", module: m, setThreads: m.setThreads,
-                              macsPerImage: m.macsPerImage(height: height, width: width))
-    }
-}
-
-/// cnn-small's architecture: `--cnn-stages` and `--cnn-head`.
-struct CNNShape {
-    static let defaultStages = "32:64:", defaultHead = "flatten:128"
-    var stages: [[Int]]
-    var head: SmallCNN.Head
-    var stagesText: String, headText: String
-
-    init(stages: String = defaultStages, head: String = defaultHead) throws {
-        let parsed = stages.split(separator: ":", omittingEmptySubsequences: false).map {
-            $0.split(separator: ",").map { Int($0) ?? 0 }
-        }
-        guard !parsed.joined().isEmpty, parsed.joined().allSatisfy({ $0 > 0 }) else {
-            throw CLIError(description: "--cnn-stages wants widths like 32:64:128 or 32,32:64,64, got \(stages)")
-        }
-        self.stages = parsed
-        if head == "gap" {
-            self.head = .globalAverage
-        } else if head == "flatten" {
-            self.head = .flatten(hidden: nil)
-        } else if head.hasPrefix("flatten:"), let h = Int(head.dropFirst(8)), h > 0 {
-            self.head = .flatten(hidden: h)
-        } else {
-            throw CLIError(description: "--cnn-head must be gap, flatten or flatten:HIDDEN, got \(head)")
-        }
-        (stagesText, headText) = (stages, head)
-    }
-}
-
-struct DatasetChoice {
-    let name: String
-    let normalization: Normalization
-    let defaultAugmentation: Augmentation
-
-    init(_ name: String) throws {
-        switch name {
-        case "cifar10", "cifar-10":
-            self.name = "cifar10"; normalization = .cifar10; defaultAugmentation = .cifar
-        case "fashion-mnist", "fashionmnist", "fmnist":
-            self.name = "fashion-mnist"; normalization = .fashionMNIST; defaultAugmentation = .none
-        default:
-            throw CLIError(description: "unknown dataset \(name) (cifar10 or fashion-mnist)")
-        }
-    }
-
-    func load(_ dir: URL, train: Bool) throws(DatasetError) -> LabeledImages {
-        name == "cifar10" ? try CIFAR10.load(directory: dir, split: train ? .train : .test)
-            : try FashionMNIST.load(directory: dir, split: train ? .train : .test)
-    }
-}
-
 /// Top-1 accuracy of `model` in eval mode over `data` (unaugmented) and images per second;
 /// with `flip`, also the accuracy with horizontal-flip test-time augmentation. The last output's.
 func evaluate(_ model: any TrainableNetwork, _ data: LabeledImages, normalization: Normalization,
@@ -161,7 +74,7 @@ func runTrain(_ argv: [String]) throws {
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
                                  "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head",
                                  "--time-budget", "--small-crop", "--cutout"])
-    let dataset = try DatasetChoice(a.required("--dataset"))
+    let dataset = try DatasetChoice.named(a.required("--dataset"))
     let dataDir = URL(fileURLWithPath: try a.required("--data"))
     let outDir = URL(fileURLWithPath: try a.required("--out"))
     let budgetSeconds: Double? = a.has("--time-budget") ? try a.double("--time-budget", 0) : nil
@@ -206,10 +119,11 @@ func runTrain(_ argv: [String]) throws {
     guard valCount < full.count else { throw CLIError(description: "--val \(valCount) leaves no training images") }
     let (trainSet, valSet) = full.split(validationCount: valCount, seed: seed)
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-    let model = try TrainableModel.make(a.required("--model"), channels: full.channels, height: full.height,
-                                        width: full.width, classes: full.classCount, seed: seed, cnn: cnn)
+    let model = try ModelRegistry.build(a.required("--model"), for: ImageShape(channels: full.channels, height: full.height,
+                                                                             width: full.width, classes: full.classCount),
+                                        options: ModelOptions(cnn: cnn), seed: seed)
     model.setThreads(threads)
-    let net = model.module
+    let net = model.network
     let zeroInitResidual = a.has("--zero-init-residual")
     if zeroInitResidual {
         guard let resnet = net as? CIFARResNet else { throw CLIError(description: "--zero-init-residual needs a resnet model") }
@@ -305,90 +219,3 @@ func runTrain(_ argv: [String]) throws {
     }
 }
 
-// MARK: - eval
-
-func runEval(_ argv: [String]) throws {
-    let a = try FlagArgs(argv, switches: ["--tta"], known: ["--checkpoint", "--model", "--dataset", "--data", "--batch", "--threads",
-                                                     "--cnn-stages", "--cnn-head"])
-    let ckpt = URL(fileURLWithPath: try a.required("--checkpoint"))
-    let dataset = try DatasetChoice(a.required("--dataset"))
-    let threads = try a.int("--threads", Parallel.coreCount, min: 1)
-    let batch = try a.int("--batch", 500, min: 1)
-    warnAboutBuild()
-    Parallel.defaultThreads = threads
-    let test = try dataset.load(URL(fileURLWithPath: try a.required("--data")), train: false)
-    var name = a.string("--model")
-    var stages = a.string("--cnn-stages"), head = a.string("--cnn-head")
-    if name == nil || stages == nil || head == nil {
-        let file: SafeTensorsFile
-        do { file = try SafeTensors.read(contentsOf: ckpt) } catch { throw CheckpointError.file(error) }
-        name = name ?? file.metadata["model"]
-        guard name != nil else { throw CLIError(description: "\(ckpt.path) names no model; pass --model") }
-        stages = stages ?? file.metadata["cnn_stages"]
-        head = head ?? file.metadata["cnn_head"]
-    }
-    let model = try TrainableModel.make(name!, channels: test.channels, height: test.height, width: test.width,
-                                        classes: test.classCount, seed: 0,
-                                        cnn: CNNShape(stages: stages ?? CNNShape.defaultStages, head: head ?? CNNShape.defaultHead))
-    model.setThreads(threads)
-    let info = try Checkpoint.load(from: ckpt, model: model.module, optimizer: nil)
-    _ = evaluate(model.module, test.subset(Array(0..<min(batch, test.count))), normalization: dataset.normalization,
-                 batch: batch)   // warm-up (packs weights, builds the inference plan)
-    let r = evaluate(model.module, test, normalization: dataset.normalization, batch: batch, flip: a.has("--tta"))
-    print(String(format: "%@ on %@ test (%d images), checkpoint epoch %d: accuracy %.4f%@, %.0f img/s (%d thread(s), batch %d)",
-                 model.name, dataset.name, test.count, info.epoch, r.accuracy,
-                 r.flipAccuracy.map { String(format: ", %.4f with flip TTA", $0) } ?? "", r.imagesPerSecond, threads, batch))
-}
-
-// MARK: - train-bench
-
-func runTrainBench(_ argv: [String]) throws {
-    let a = try FlagArgs(argv, switches: [], known: ["--models", "--threads", "--batch", "--repeats", "--warmup", "--json"])
-    let models = a.values["--models"] ?? ["resnet20_cifar", "resnet56_cifar"]
-    let threadList = try a.ints("--threads", [1, Parallel.coreCount])
-    let batchList = try a.ints("--batch", [128])
-    let repeats = try a.int("--repeats", 12, min: 1)
-    let warmup = try a.int("--warmup", 3)
-    warnAboutBuild()
-    print("dynbench train-bench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; full SGD steps (Nesterov, wd 5e-4), "
-          + "\(warmup) warm-up + \(repeats) timed")
-    print("case".padding(toLength: 20, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms       ",
-          " img/s", "  GFLOP/s")
-    var rows: [ResultRow] = []
-    for name in models {
-        for t in threadList {
-            Parallel.defaultThreads = t
-            for b in batchList {
-                var rng = SeededRNG(seed: 0)
-                let model = try TrainableModel.make(name, channels: 3, height: 32, width: 32, classes: 10, seed: 0)
-                model.setThreads(t)
-                let opt = SGD(model.module.trainableParameters, learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4, nesterov: true)
-                var options = TrainingOptions()
-                options.threads = t
-                let trainer = Trainer(network: model.module, optimizer: opt, options: options)
-                let batch = Batch(images: Tensor.normal([b, 3, 32, 32], rng: &rng), labels: (0..<b).map { _ in Int(rng.next() % 10) })
-                let timing = Timing.measure(warmup: warmup, repeats: repeats) { trainer.step(batch) }
-                let flops = 3 * 2 * Double(model.macsPerImage)
-                let ips = Double(b) / (timing.median / 1e3)
-                let row = ResultRow(framework: "dynbench-train", model: name, threads: t, batch: b, flops_per_image: flops,
-                                    median_ms: timing.median, min_ms: timing.min, max_ms: timing.max, img_per_s: ips,
-                                    gflops: flops * ips / 1e9)
-                rows.append(row)
-                print(name.padding(toLength: 20, withPad: " ", startingAt: 0),
-                      String(format: "%3d %5d %10.1f  %8.1f–%-9.1f %8.1f %8.1f", t, b, timing.median, timing.min, timing.max,
-                             ips, row.gflops))
-                fflush(nil)
-            }
-        }
-    }
-    Parallel.defaultThreads = Parallel.coreCount
-    if let path = a.string("--json") {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        var info = machineInfo()
-        info["flops_per_image"] = "3 × forward FLOPs (forward FLOPs = 2 × conv and linear MACs)"
-        info["argv"] = CommandLine.arguments.joined(separator: " ")
-        try enc.encode(ResultFile(info: info, results: rows)).write(to: URL(fileURLWithPath: path))
-        print("wrote \(path)")
-    }
-}
