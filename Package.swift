@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "DynamicInference", targets: ["DynamicInference"]),
         .library(name: "DynamicCore", targets: ["DynamicCore"]),
         .library(name: "DynamicNN", targets: ["DynamicNN"]),
+        .library(name: "DynamicData", targets: ["DynamicData"]),
+        .library(name: "Backbones", targets: ["Backbones"]),
         .executable(name: "dynbench", targets: ["dynbench"]),
     ],
     targets: [
@@ -18,11 +20,15 @@ let package = Package(
         .target(name: "DynamicShims", path: "Sources/DynamicShims"),
         .target(name: "DynamicCore", dependencies: ["DynamicShims"]),
         .target(name: "DynamicNN", dependencies: ["DynamicCore"]),
-        .target(name: "DynamicInference", dependencies: ["DynamicCore", "DynamicNN"]),
+        // Datasets, batching and augmentation: the sources the Trainer reads.
+        .target(name: "DynamicData", dependencies: ["DynamicCore", "DynamicNN"]),
+        // CIFAR ResNets, torchvision ResNet-18/50, SmallCNN — on the engine.
+        .target(name: "Backbones", dependencies: ["DynamicNN"]),
+        .target(name: "DynamicInference", dependencies: ["DynamicCore", "DynamicNN", "DynamicData", "Backbones"]),
         .executableTarget(name: "dynbench", dependencies: ["DynamicInference"], path: "Benchmarks/dynbench"),
         .testTarget(name: "DynamicCoreTests", dependencies: ["DynamicCore"]),
         .testTarget(
-            name: "DynamicNNTests", dependencies: ["DynamicNN"],
+            name: "DynamicNNTests", dependencies: ["DynamicNN", "DynamicData", "Backbones"],
             resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]

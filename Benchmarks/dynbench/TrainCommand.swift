@@ -54,7 +54,7 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
 /// with `flip`, also the accuracy with horizontal-flip test-time augmentation. The last output's.
 func evaluate(_ model: any TrainableNetwork, _ data: LabeledImages, normalization: Normalization,
               batch: Int, flip: Bool = false) -> (accuracy: Double, flipAccuracy: Double?, imagesPerSecond: Double) {
-    let r = Trainer.evaluate(model, data, normalization: normalization, batch: batch, flip: flip,
+    let r = Trainer.evaluate(model, MiniBatches(data, batchSize: batch, normalization: normalization), flip: flip,
                              engine: Engine(threads: Parallel.defaultThreads))
     return (r.accuracy.last ?? 0, r.flipAccuracy.map { $0.last ?? 0 }, r.imagesPerSecond)
 }
@@ -185,7 +185,6 @@ func runTrain(_ argv: [String]) throws {
     options.warmupEpochs = warmupEpochs
     options.schedule = TrainingOptions.Schedule(rawValue: scheduleName)!
     options.labelSmoothing = Float(smoothing)
-    options.evalBatch = evalBatch
     options.testEvery = testEvery
     options.flipTTA = tta
     options.threads = threads
@@ -207,10 +206,11 @@ func runTrain(_ argv: [String]) throws {
           + (smallCropText.map { ", small crops \($0) (size:fraction)" } ?? ""))
     let records: [EpochRecord]
     do {
-        records = try trainer.fit(train: batches, cropStages: smallCrops.map { ($0.batches, $0.until) }, validation: valSet,
-                                  test: test, normalization: dataset.normalization, outputDirectory: outDir,
-                                  resume: a.has("--resume"))
-    } catch { throw CLIError(description: error.description) }
+        records = try trainer.fit(train: batches, cropStages: smallCrops.map { ($0.batches, $0.until) },
+                                  validation: MiniBatches(valSet, batchSize: evalBatch, normalization: dataset.normalization),
+                                  test: MiniBatches(test, batchSize: evalBatch, normalization: dataset.normalization),
+                                  outputDirectory: outDir, resume: a.has("--resume"))
+    } catch { throw CLIError(description: "\(error)") }
     let csvURL = outDir.appendingPathComponent("log.csv"), jsonURL = outDir.appendingPathComponent("log.json")
     if let last = records.last, let testAcc = last.test_acc {
         print(String(format: "done: test accuracy %.4f%@ after %d epochs, %.1f s; wrote %@, %@, %@", testAcc,

@@ -1,4 +1,6 @@
 import DynamicCore
+@testable import Backbones
+@testable import DynamicData
 @testable import DynamicNN
 import XCTest
 

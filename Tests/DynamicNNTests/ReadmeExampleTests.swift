@@ -1,4 +1,6 @@
 import DynamicCore
+import Backbones
+import DynamicData
 import DynamicNN
 import XCTest
 
@@ -94,7 +96,7 @@ extension ReadmeExampleTests {
         trainer.options.showsProgress = false
         try trainer.fit(train: MiniBatches(train, batchSize: 16, normalization: .cifar10, augmentation: .cifar,
                                            shuffle: true, dropLast: true),
-                        test: test, normalization: .cifar10, outputDirectory: runs)
+                        test: MiniBatches(test, batchSize: 500, normalization: .cifar10), outputDirectory: runs)
         XCTAssertEqual(trainer.records.count, 2)
         for file in ["log.csv", "log.json", "checkpoint.safetensors"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: runs.appendingPathComponent(file).path), file)

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 import DynamicCore
+@testable import Backbones
+@testable import DynamicData
 @testable import DynamicNN
 
 final class SafeTensorsTests: XCTestCase {

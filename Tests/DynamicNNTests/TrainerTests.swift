@@ -1,5 +1,7 @@
 import DynamicCore
 import Foundation
+@testable import Backbones
+@testable import DynamicData
 @testable import DynamicNN
 import XCTest
 
@@ -82,7 +84,8 @@ final class TrainerTests: XCTestCase {
                                   dropLast: true, seed: 9)
         func run(dir: URL, resume: Bool) throws -> (TwoExitNet, [EpochRecord]) {
             let net = TwoExitNet(seed: 7)
-            return (net, try trainer(net).fit(train: batches, validation: val, test: val, normalization: .cifar10,
+            return (net, try trainer(net).fit(train: batches, validation: MiniBatches(val, batchSize: 16, normalization: .cifar10),
+                                              test: MiniBatches(val, batchSize: 16, normalization: .cifar10),
                                               outputDirectory: dir, resume: resume))
         }
         let (straight, log) = try run(dir: dirs[0], resume: false)
@@ -115,7 +118,7 @@ final class TrainerTests: XCTestCase {
         // A checkpoint of another run is refused with a typed error.
         let other = trainer(TwoExitNet(seed: 7))
         other.config = ["run": "something else"]
-        XCTAssertThrowsError(try other.fit(train: batches, normalization: .cifar10, outputDirectory: dirs[1], resume: true)) { e in
+        XCTAssertThrowsError(try other.fit(train: batches, outputDirectory: dirs[1], resume: true)) { e in
             XCTAssertEqual(e as? TrainingError, .resumeMismatch(key: "run", expected: "something else", found: "two-exit"))
         }
     }

@@ -1,5 +1,7 @@
 import DynamicCore
 import Foundation
+@testable import Backbones
+@testable import DynamicData
 @testable import DynamicNN
 import XCTest
 

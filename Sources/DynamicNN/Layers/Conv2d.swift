@@ -10,7 +10,7 @@ public final class Conv2d: Module, Layer {
     /// Threads for this layer's kernels (nil: `Parallel.defaultThreads`).
     public var threads: Int?
     /// Input of the last training-mode forward, kept for `backward`.
-    var savedInput: Tensor?
+    package var savedInput: Tensor?
     /// The engine's packed weights (`trainingKernels()`), built on first use.
     var packedKernels: ConvTrainingKernels?
     let packLock = NSLock()

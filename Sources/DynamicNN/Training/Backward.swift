@@ -34,7 +34,7 @@ extension Module {
     }
 }
 
-private func missingForward(_ layer: Any) -> Never {
+package func missingForward(_ layer: Any) -> Never {
     preconditionFailure("\(type(of: layer)).backward called without a training-mode forward before it")
 }
 
@@ -77,7 +77,7 @@ extension BatchNorm2d: Differentiable {
 
     /// The output of the last training-mode forward, rebuilt from the cache (for the
     /// activation masks of fused units, without keeping another activation-sized tensor).
-    func recomputedOutput() -> Tensor {
+    package func recomputedOutput() -> Tensor {
         guard let s = saved else { missingForward(self) }
         return s.output(gamma: weight.value, beta: bias.value)
     }
@@ -155,36 +155,5 @@ extension ConvBNUnit {
         let g = activation == .identity ? gradOutput
             : Ops.activationBackward(gradOutput, input: bn.recomputedOutput(), activation)
         return conv.backward(bn.backward(g))
-    }
-}
-
-extension BasicBlock: Differentiable {
-    public func backward(_ gradOutput: Tensor) -> Tensor {
-        // out = relu(bn2(…) + shortcut(x)); the ReLU mask needs that sum, rebuilt from the
-        // caches before the backward passes below consume them. The identity shortcut's x
-        // is conv1's cached input.
-        guard let x = conv1.savedInput else { missingForward(self) }
-        let shortcut = projection?.bn.recomputedOutput() ?? x
-        let g = Ops.activationBackward(gradOutput, input: bn2.recomputedOutput() + shortcut, .relu)
-        var dx = unit1.backward(unit2.backward(g))
-        dx += projection?.backward(g) ?? g
-        return dx
-    }
-}
-
-extension CIFARResNet: Differentiable {
-    /// gradOutput: dL/dlogits [N, classes] → dL/dimages [N, 3, H, W]; accumulates every
-    /// parameter gradient.
-    public func backward(_ gradOutput: Tensor) -> Tensor {
-        if runner.hasPendingBackward { return runner.backward(gradOutput, inputGradient: true)! }
-        var g = pool.backward(linear.backward(gradOutput))
-        for stage in stages.reversed() { for block in stage.reversed() { g = block.backward(g) } }
-        return stem.backward(g)
-    }
-
-    /// Parameter gradients only: the engine skips the stem's input gradient.
-    public func backwardParameters(_ gradOutput: Tensor) {
-        guard runner.hasPendingBackward else { _ = backward(gradOutput); return }
-        _ = runner.backward(gradOutput, inputGradient: false)
     }
 }

@@ -19,19 +19,30 @@ extension TrainableNetwork {
     public func inferenceMicroBatch(height: Int, width: Int) -> Int { 16 }
 }
 
-/// Training batches the `Trainer` reads: `batchCount` batches per epoch, each reproducible
-/// from (epoch, index) alone, so a resumed run replays the interrupted one exactly.
+/// A batch of labeled images: images [N, C, H, W] and N class indices.
+public struct Batch: Sendable {
+    public var images: Tensor
+    public var labels: [Int]
+
+    /// images: [N, C, H, W]; labels: N class indices.
+    public init(images: Tensor, labels: [Int]) {
+        precondition(images.rank >= 1 && images.shape[0] == labels.count, "\(labels.count) labels for images \(images.shape)")
+        self.images = images
+        self.labels = labels
+    }
+}
+
+/// Batches the `Trainer` reads (`DynamicData`'s `MiniBatches` is one): `batchCount` batches per
+/// epoch, each reproducible from (epoch, index) alone, so a resumed run replays the interrupted
+/// one exactly. Sources for scoring are read in epoch 0 and should be neither shuffled nor augmented.
 public protocol BatchSource {
     var batchCount: Int { get }
     /// The batches of epoch e (0-based), by index.
     func batches(ofEpoch e: Int) -> (Int) -> Batch
-}
-
-extension MiniBatches: BatchSource {
-    public func batches(ofEpoch e: Int) -> (Int) -> Batch {
-        let epoch = self.epoch(e)
-        return { epoch[$0] }
-    }
+    /// Images in the batches of one epoch.
+    var imageCount: Int { get }
+    /// Height and width of the batches' images.
+    var imageSize: (height: Int, width: Int) { get }
 }
 
 /// What a `Trainer` run does besides the optimizer's own settings.
@@ -50,8 +61,6 @@ public struct TrainingOptions: Sendable {
     public var labelSmoothing: Float = 0
     /// Weight of each output's cross-entropy (nil: 1 each, the plain sum of multi-exit networks).
     public var outputWeights: [Float]?
-    /// Batch size of the eval-mode scoring.
-    public var evalBatch = 500
     /// Score the test set every this many epochs and after the last.
     public var testEvery = 1
     /// Also score the test set with horizontal-flip test-time augmentation.
@@ -102,7 +111,8 @@ public struct Evaluation: Sendable {
 ///                                                          momentum: 0.9, weightDecay: 5e-4))
 ///     let log = try trainer.fit(train: MiniBatches(train, batchSize: 128, normalization: .cifar10,
 ///                                                  augmentation: .cifar, shuffle: true, dropLast: true),
-///                               test: test, normalization: .cifar10, outputDirectory: runDir)
+///                               test: MiniBatches(test, batchSize: 500, normalization: .cifar10),
+///                               outputDirectory: runDir)
 public final class Trainer {
     public let network: any TrainableNetwork
     public let optimizer: any Optimizer
@@ -141,23 +151,26 @@ public final class Trainer {
         return StepResult(loss: objective.value, correct: correct, count: batch.labels.count)
     }
 
-    /// Every output's accuracy on `data` in eval mode (unaugmented, `normalization` applied).
-    public func evaluate(_ data: LabeledImages, normalization: Normalization, flip: Bool = false) -> Evaluation {
-        Self.evaluate(network, data, normalization: normalization, batch: options.evalBatch, flip: flip, engine: engine)
+    /// Every output's accuracy on the batches of `data` (epoch 0) in eval mode.
+    public func evaluate(_ data: any BatchSource, flip: Bool = false) -> Evaluation {
+        Self.evaluate(network, data, flip: flip, engine: engine)
     }
 
-    /// Every output's accuracy of `network` on `data` in eval mode, micro-batched on `engine`'s workers.
-    public static func evaluate(_ network: any TrainableNetwork, _ data: LabeledImages, normalization: Normalization,
-                                batch: Int, flip: Bool = false, engine: Engine = Engine()) -> Evaluation {
-        guard data.count > 0 else { return Evaluation(accuracy: [], flipAccuracy: flip ? [] : nil, imagesPerSecond: 0) }
+    /// Every output's accuracy of `network` on the batches of `data` (epoch 0) in eval mode,
+    /// micro-batched on `engine`'s workers.
+    public static func evaluate(_ network: any TrainableNetwork, _ data: any BatchSource, flip: Bool = false,
+                                engine: Engine = Engine()) -> Evaluation {
+        guard data.imageCount > 0 else { return Evaluation(accuracy: [], flipAccuracy: flip ? [] : nil, imagesPerSecond: 0) }
         let wasTraining = network.isTraining
         network.eval()
         defer { network.train(wasTraining) }
-        let micro = network.inferenceMicroBatch(height: data.height, width: data.width)
+        let micro = network.inferenceMicroBatch(height: data.imageSize.height, width: data.imageSize.width)
         var correct: [Int] = [], flipCorrect: [Int] = []
         func hits(_ logits: Tensor, _ labels: [Int]) -> Int { zip(logits.argmax(), labels).filter { $0 == $1 }.count }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        for b in MiniBatches(data, batchSize: batch, normalization: normalization).epoch(0) {
+        let batchAt = data.batches(ofEpoch: 0)
+        for k in 0..<data.batchCount {
+            let b = batchAt(k)
             let logits = engine.runMicroBatches(b.images, microBatch: micro, outputs: network.outputs)
             if correct.isEmpty { (correct, flipCorrect) = ([Int](repeating: 0, count: logits.count), [Int](repeating: 0, count: logits.count)) }
             for (k, l) in logits.enumerated() { correct[k] += hits(l, b.labels) }
@@ -167,7 +180,7 @@ public final class Trainer {
             }
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        let n = Double(data.count)
+        let n = Double(data.imageCount)
         return Evaluation(accuracy: correct.map { Double($0) / n }, flipAccuracy: flip ? flipCorrect.map { Double($0) / n } : nil,
                           imagesPerSecond: n / seconds)
     }

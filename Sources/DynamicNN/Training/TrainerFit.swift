@@ -35,14 +35,13 @@ extension Trainer {
     ///   with smaller crops — each used until its fraction `until` of the run (of the epochs, or of
     ///   the time budget), in order; `train` after the last.
     /// - `validation`, `test`: scored in eval mode after every epoch (the test set every
-    ///   `options.testEvery` epochs and after the last), per output.
+    ///   `options.testEvery` epochs and after the last), per output; unshuffled, unaugmented.
     /// - `outputDirectory`: log.csv, log.json and checkpoint.safetensors written every epoch.
     /// - `resume`: continue from that directory's checkpoint, which must come from a run of the
     ///   same `config`; the data order and augmentation replay exactly.
     @discardableResult
     public func fit(train: some BatchSource, cropStages: [(batches: any BatchSource, until: Double)] = [],
-                    validation: LabeledImages? = nil, test: LabeledImages? = nil, normalization: Normalization,
-                    outputDirectory: URL? = nil, resume: Bool = false) throws(TrainingError) -> [EpochRecord] {
+                    validation: (any BatchSource)? = nil, test: (any BatchSource)? = nil, outputDirectory: URL? = nil, resume: Bool = false) throws(TrainingError) -> [EpochRecord] {
         let stepsPerEpoch = train.batchCount
         guard stepsPerEpoch > 0 else { throw .noBatches }
         let o = options
@@ -88,7 +87,7 @@ extension Trainer {
         // Time-budget runs keep the final scoring's duration in reserve: the last one timed, or an estimate.
         var timedEval: Double?
         var finalEvalReserve = 0.0
-        let scoredImages = (validation?.count ?? 0) + (test?.count ?? 0) * (o.flipTTA ? 2 : 1)
+        let scoredImages = (validation?.imageCount ?? 0) + (test?.imageCount ?? 0) * (o.flipTTA ? 2 : 1)
         if warmupSteps == 0 || startEpoch * stepsPerEpoch >= warmupSteps { warmupEnd = warmupEnd ?? elapsedBefore }
         var outOfTime = false
         for epoch in startEpoch..<o.epochs where !outOfTime {
@@ -143,9 +142,9 @@ extension Trainer {
                 outOfTime = true   // no room for another step
             }
             let evalStart = DispatchTime.now().uptimeNanoseconds
-            let val = validation.flatMap { $0.count > 0 ? evaluate($0, normalization: normalization) : nil }
+            let val = validation.flatMap { $0.imageCount > 0 ? evaluate($0) : nil }
             let scoresTest = (epoch + 1) % o.testEvery == 0 || epoch + 1 == o.epochs || outOfTime
-            let tst = scoresTest ? test.map { evaluate($0, normalization: normalization, flip: o.flipTTA) } : nil
+            let tst = scoresTest ? test.map { evaluate($0, flip: o.flipTTA) } : nil
             evalSeconds = Double(DispatchTime.now().uptimeNanoseconds - evalStart) / 1e9
             if scoresTest { timedEval = evalSeconds; finalEvalReserve = evalSeconds }
             let several = (val?.accuracy.count ?? tst?.accuracy.count ?? 1) > 1
@@ -159,7 +158,8 @@ extension Trainer {
             if o.showsProgress {
                 progress("\r" + String(repeating: " ", count: 110) + "\r")
                 func acc(_ a: Double?) -> String { a.map { String(format: "%.4f", $0) } ?? "  –   " }
-                let crop = (source as? MiniBatches)?.augmentation.cropSize.map { " at \($0) px" } ?? ""
+                let size = source.imageSize, full = train.imageSize
+                let crop = size != full ? " at \(size.height) px" : ""
                 print(String(format: "epoch %3d  %8.1f s  loss %.4f  train %.4f  val %@  test %@%@  %.0f img/s%@ (eval %.1f s)%@",
                              rec.epoch, rec.elapsed_s, rec.train_loss, rec.train_acc, acc(rec.val_acc), acc(rec.test_acc),
                              o.flipTTA ? " (flip \(acc(rec.test_acc_flip)))" : "", rec.train_img_per_s, crop, evalSeconds,

@@ -1,4 +1,5 @@
 import DynamicCore
+import DynamicNN
 
 /// A small VGG-style CNN for small images (Fashion-MNIST, MNIST, CIFAR), built from plain
 /// layers in one `Sequential`, so training uses the generic layer backward passes.

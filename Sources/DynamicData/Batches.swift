@@ -1,4 +1,5 @@
 import DynamicCore
+import DynamicNN
 
 /// Per-channel normalization of bytes: (v/255 − mean[c]) / std[c], torchvision's
 /// `ToTensor()` + `Normalize(mean, std)`.
@@ -75,18 +76,6 @@ public struct Augmentation: Sendable, Equatable {
 }
 
 /// One mini-batch: images [B, C, H, W] normalized, and their labels.
-public struct Batch: Sendable {
-    public var images: Tensor
-    public var labels: [Int]
-
-    /// images: [N, C, H, W]; labels: N class indices.
-    public init(images: Tensor, labels: [Int]) {
-        precondition(images.rank >= 1 && images.shape[0] == labels.count, "\(labels.count) labels for images \(images.shape)")
-        self.images = images
-        self.labels = labels
-    }
-}
-
 /// Mini-batches over a dataset, reproducible from `seed`: epoch e's order and batch k's
 /// augmentation draw from generators seeded by (seed, e) and (seed, e, k), so any batch can
 /// be rebuilt on its own — resuming mid-epoch replays the interrupted run exactly.
@@ -215,4 +204,15 @@ public struct MiniBatches: Sendable {
     static func mix(_ seed: UInt64, _ a: UInt64, _ b: UInt64) -> UInt64 {
         seed ^ (a &* 0x9E37_79B9_7F4A_7C15) ^ (b &* 0xC2B2_AE3D_27D4_EB4F)
     }
+}
+
+extension MiniBatches: BatchSource {
+    public func batches(ofEpoch e: Int) -> (Int) -> Batch {
+        let epoch = self.epoch(e)
+        return { epoch[$0] }
+    }
+
+    public var imageCount: Int { dropLast ? batchCount * batchSize : data.count }
+
+    public var imageSize: (height: Int, width: Int) { outputSize }
 }

@@ -1,4 +1,5 @@
 import DynamicCore
+import DynamicNN
 import Foundation
 
 // CIFAR ResNets of He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016),
@@ -202,4 +203,35 @@ public final class CIFARResNet: Module, Layer {
 extension CIFARResNet: TrainableNetwork {
     public func outputs(_ x: FeatureMap) -> [Variable] { [forward(x)] }
     public func inferenceMicroBatch(height: Int, width: Int) -> Int { microBatch(h: height, w: width) }
+}
+
+extension BasicBlock: Differentiable {
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        // out = relu(bn2(…) + shortcut(x)); the ReLU mask needs that sum, rebuilt from the
+        // caches before the backward passes below consume them. The identity shortcut's x
+        // is conv1's cached input.
+        guard let x = conv1.savedInput else { missingForward(self) }
+        let shortcut = projection?.bn.recomputedOutput() ?? x
+        let g = Ops.activationBackward(gradOutput, input: bn2.recomputedOutput() + shortcut, .relu)
+        var dx = unit1.backward(unit2.backward(g))
+        dx += projection?.backward(g) ?? g
+        return dx
+    }
+}
+
+extension CIFARResNet: Differentiable {
+    /// gradOutput: dL/dlogits [N, classes] → dL/dimages [N, 3, H, W]; accumulates every
+    /// parameter gradient.
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        if runner.hasPendingBackward { return runner.backward(gradOutput, inputGradient: true)! }
+        var g = pool.backward(linear.backward(gradOutput))
+        for stage in stages.reversed() { for block in stage.reversed() { g = block.backward(g) } }
+        return stem.backward(g)
+    }
+
+    /// Parameter gradients only: the engine skips the stem's input gradient.
+    public func backwardParameters(_ gradOutput: Tensor) {
+        guard runner.hasPendingBackward else { _ = backward(gradOutput); return }
+        _ = runner.backward(gradOutput, inputGradient: false)
+    }
 }

@@ -1,4 +1,5 @@
 import DynamicCore
+import DynamicNN
 import Foundation
 
 /// A dataset file that cannot be used, naming the file and the problem.

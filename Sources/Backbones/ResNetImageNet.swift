@@ -1,4 +1,5 @@
 import DynamicCore
+import DynamicNN
 
 // ImageNet ResNets of He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016),
 // as torchvision builds them (ResNet v1.5: the stride of a bottleneck on its 3×3 convolution),
