@@ -65,3 +65,12 @@ public final class ConvBNUnit: @unchecked Sendable {
                           threads: conv.threads)
     }
 }
+
+extension ConvBNUnit {
+    /// Backward of act(bn(conv(x))) after a training-mode forward; returns dL/dx.
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        let g = activation == .identity ? gradOutput
+            : Ops.activationBackward(gradOutput, input: bn.recomputedOutput(), activation)
+        return conv.backward(bn.backward(g))
+    }
+}

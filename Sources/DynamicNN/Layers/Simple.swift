@@ -99,3 +99,59 @@ public final class ModuleList<Element: Module>: Module, RandomAccessCollection {
     public var endIndex: Int { modules.endIndex }
     public subscript(i: Int) -> Element { modules[i] }
 }
+
+extension ActivationLayer: Differentiable {
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let x = savedInput else { missingForward(self) }
+        savedInput = nil
+        return Ops.activationBackward(gradOutput, input: x, activation)
+    }
+}
+
+extension MaxPool2d: Differentiable {
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let x = savedInput else { missingForward(self) }
+        savedInput = nil
+        return Ops.maxPool2dBackward(gradOutput, input: x, config)
+    }
+}
+
+extension AvgPool2d: Differentiable {
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let shape = savedShape else { missingForward(self) }
+        savedShape = nil
+        return Ops.avgPool2dBackward(gradOutput, inputShape: shape, config)
+    }
+}
+
+extension GlobalAvgPool2d: Differentiable {
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let shape = savedShape else { missingForward(self) }
+        savedShape = nil
+        return Ops.globalAvgPoolBackward(gradOutput, inputShape: shape)
+    }
+}
+
+extension Flatten: Differentiable {
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let shape = savedShape else { missingForward(self) }
+        savedShape = nil
+        return gradOutput.reshaped(shape)
+    }
+}
+
+extension Identity: Differentiable {
+    public func backward(_ gradOutput: Tensor) -> Tensor { gradOutput }
+}
+
+extension Sequential: Differentiable {
+    /// Backward through the layers in reverse; every layer must be `Differentiable`.
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        layers.reversed().reduce(gradOutput) { g, layer in
+            guard let d = layer as? any Differentiable else {
+                preconditionFailure("\(type(of: layer)) in Sequential is not Differentiable")
+            }
+            return d.backward(g)
+        }
+    }
+}

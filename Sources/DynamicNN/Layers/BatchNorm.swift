@@ -1,47 +1,6 @@
 import DynamicCore
 import Foundation
 
-/// 2-D convolution (PyTorch `nn.Conv2d`). x: [N, Cin, H, W] → [N, Cout, Ho, Wo].
-/// Parameters: `weight` [Cout, Cin/groups, kh, kw], `bias` [Cout] when enabled.
-public final class Conv2d: Module, Layer {
-    public let config: Conv2DConfig
-    public let weight: Parameter
-    public let bias: Parameter?
-    /// Threads for this layer's kernels (nil: `Parallel.defaultThreads`).
-    public var threads: Int?
-    /// Input of the last training-mode forward, kept for `backward`.
-    package var savedInput: Tensor?
-    /// The engine's packed weights (`trainingKernels()`), built on first use.
-    var packedKernels: ConvTrainingKernels?
-    let packLock = NSLock()
-
-    /// PyTorch's default init: weight ~ kaiming_uniform(a=√5) = U(±1/√fan_in), bias likewise.
-    public init(_ config: Conv2DConfig, bias: Bool = true, rng: inout SeededRNG) {
-        self.config = config
-        weight = Parameter(Tensor.kaimingUniform(config.weightShape, a: Float(5).squareRoot(), rng: &rng))
-        let bound = 1 / Float(Tensor.fans(of: config.weightShape).fanIn).squareRoot()
-        self.bias = bias ? Parameter(Tensor.uniform([config.outChannels], low: -bound, high: bound, rng: &rng)) : nil
-        super.init()
-    }
-
-    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1,
-                            padding: Int = 0, dilation: Int = 1, groups: Int = 1, bias: Bool = true,
-                            rng: inout SeededRNG) {
-        self.init(Conv2DConfig(inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
-                               stride: stride, padding: padding, dilation: dilation, groups: groups),
-                  bias: bias, rng: &rng)
-    }
-
-    override public var ownParameters: [(String, Parameter)] {
-        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
-    }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        if isTraining { savedInput = x }
-        return Ops.conv2d(x, weight: weight.value, bias: bias?.value, config: config, threads: threads)
-    }
-}
-
 /// Batch normalization over channels (PyTorch `nn.BatchNorm2d`), x: [N, C, H, W] or [N, C].
 /// Training mode normalizes with batch statistics and updates the running ones with
 /// PyTorch's momentum rule (running = (1 − m)·running + m·batch, unbiased variance);
@@ -120,28 +79,36 @@ public final class BatchNorm2d: Module, Layer {
     }
 }
 
-/// Fully connected layer (PyTorch `nn.Linear`). x: [N, in] → [N, out]; `weight` [out, in], `bias` [out].
-public final class Linear: Module, Layer {
-    public let weight: Parameter
-    public let bias: Parameter?
-    public var threads: Int?
-    /// Input of the last training-mode forward, kept for `backward`.
-    var savedInput: Tensor?
+/// What a training-mode batch norm forward leaves for its backward.
+struct BatchNormCache {
+    var input: Tensor
+    var mean: [Float]
+    /// 1/√(σ²_biased + ε) per channel.
+    var invStd: [Float]
 
-    /// PyTorch's default init: U(±1/√in) for weight and bias.
-    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, rng: inout SeededRNG) {
-        let bound = 1 / Float(inFeatures).squareRoot()
-        weight = Parameter(Tensor.uniform([outFeatures, inFeatures], low: -bound, high: bound, rng: &rng))
-        self.bias = bias ? Parameter(Tensor.uniform([outFeatures], low: -bound, high: bound, rng: &rng)) : nil
-        super.init()
+    /// γ·(x − μ)·invStd + β: the training-mode output, recomputable bit for bit.
+    func output(gamma: Tensor, beta: Tensor) -> Tensor {
+        let a = BatchNorm2d.affine(gamma: gamma.scalars, beta: beta.scalars, mean: mean, invStd: invStd)
+        return Ops.channelAffine(input, scale: a.scale, shift: a.shift)
+    }
+}
+
+extension BatchNorm2d: Differentiable {
+    /// Backward through the batch statistics of the last training-mode forward.
+    public func backward(_ gradOutput: Tensor) -> Tensor {
+        guard let s = saved else { missingForward(self) }
+        saved = nil
+        let g = Ops.batchNormTrainingBackward(gradOutput, input: s.input, mean: s.mean, invStd: s.invStd,
+                                              gamma: weight.value)
+        weight.accumulateGrad(g.gamma)
+        bias.accumulateGrad(g.beta)
+        return g.input
     }
 
-    override public var ownParameters: [(String, Parameter)] {
-        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
-    }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        if isTraining { savedInput = x }
-        return Ops.linear(x, weight: weight.value, bias: bias?.value, threads: threads)
+    /// The output of the last training-mode forward, rebuilt from the cache (for the
+    /// activation masks of fused units, without keeping another activation-sized tensor).
+    package func recomputedOutput() -> Tensor {
+        guard let s = saved else { missingForward(self) }
+        return s.output(gamma: weight.value, beta: bias.value)
     }
 }
