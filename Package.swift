@@ -26,9 +26,11 @@ let package = Package(
         .target(name: "Backbones", dependencies: ["DynamicNN"]),
         .target(name: "DynamicInference", dependencies: ["DynamicCore", "DynamicNN", "DynamicData", "Backbones"]),
         .executableTarget(name: "dynbench", dependencies: ["DynamicInference"], path: "Benchmarks/dynbench"),
-        .testTarget(name: "DynamicCoreTests", dependencies: ["DynamicCore"]),
+        // assertClose and friends, shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["DynamicCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "DynamicCoreTests", dependencies: ["DynamicCore", "TestSupport"]),
         .testTarget(
-            name: "DynamicNNTests", dependencies: ["DynamicNN", "DynamicData", "Backbones"],
+            name: "DynamicNNTests", dependencies: ["DynamicNN", "DynamicData", "Backbones", "TestSupport"],
             resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]

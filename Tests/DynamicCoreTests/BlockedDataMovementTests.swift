@@ -1,4 +1,5 @@
 import DynamicCore
+import TestSupport
 import XCTest
 
 /// The engine's layout, elementwise, resize and pooling-backward kernels on NCHW8c buffers

@@ -1,4 +1,5 @@
 import DynamicCore
+import TestSupport
 import XCTest
 
 /// The NCHW8c kernels against `Reference` over edge sizes: widths around the 6- and 12-pixel

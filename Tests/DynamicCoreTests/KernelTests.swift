@@ -1,4 +1,5 @@
 import DynamicCore
+import TestSupport
 import XCTest
 
 /// Every optimized kernel against its `Reference` twin over edge sizes (DESIGN §4).

@@ -2,6 +2,7 @@ import DynamicCore
 @testable import Backbones
 @testable import DynamicData
 @testable import DynamicNN
+import TestSupport
 import XCTest
 
 /// The NCHW8c training path (`BlockedBatchNorm`, the engine) against the

@@ -3,6 +3,7 @@ import Foundation
 @testable import Backbones
 @testable import DynamicData
 @testable import DynamicNN
+import TestSupport
 import XCTest
 
 /// A small network whose forward depends on the data, as gated and early-exit networks do: a

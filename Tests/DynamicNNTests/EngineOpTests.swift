@@ -3,6 +3,7 @@ import Foundation
 @testable import Backbones
 @testable import DynamicData
 @testable import DynamicNN
+import TestSupport
 import XCTest
 
 /// Every engine op's backward against central differences of L = Σ f·r (r a fixed random

@@ -11,14 +11,3 @@ let fixturesURL: URL = Bundle.module.url(forResource: "Fixtures", withExtension:
 func loadFixture(_ relativePath: String) throws -> SafeTensorsFile {
     try SafeTensors.read(contentsOf: fixturesURL.appendingPathComponent(relativePath))
 }
-
-/// Asserts max |a − b| / max |b| ≤ tol and returns the error for reporting.
-@discardableResult
-func assertClose(_ a: Tensor, _ b: Tensor, tol: Float, _ msg: @autoclosure () -> String = "",
-                 file: StaticString = #filePath, line: UInt = #line) -> Float {
-    XCTAssertEqual(a.shape, b.shape, "shape " + msg(), file: file, line: line)
-    guard a.shape == b.shape else { return .infinity }
-    let e = a.maxRelativeError(b)
-    XCTAssert(e <= tol, "relative error \(e) > \(tol) \(msg())", file: file, line: line)
-    return e
-}

@@ -3,6 +3,7 @@ import Foundation
 @testable import Backbones
 @testable import DynamicData
 @testable import DynamicNN
+import TestSupport
 import XCTest
 
 /// Central differences of L = Σ f(x)·r (r a fixed random projection, sum in Double).

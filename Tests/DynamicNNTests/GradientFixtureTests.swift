@@ -3,6 +3,7 @@ import Foundation
 @testable import Backbones
 @testable import DynamicData
 @testable import DynamicNN
+import TestSupport
 import XCTest
 
 /// Backward passes, optimizer steps and LR schedules against PyTorch

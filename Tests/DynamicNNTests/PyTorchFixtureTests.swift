@@ -3,6 +3,7 @@ import Foundation
 @testable import Backbones
 @testable import DynamicData
 @testable import DynamicNN
+import TestSupport
 import XCTest
 
 /// Ops and models against outputs PyTorch produced (scripts/make_fixtures.py). Both the fast
