@@ -6,9 +6,12 @@ Their bodies are a dozen near-identical lines per accumulator; writing them out 
 be hundreds of lines to keep in step. Usage: python3 scripts/generate_wide_kernels.py
 """
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BLOCKED = os.path.join(HERE, "..", "Sources", "DynamicCore", "Blocked")
+# Output folder: the generated-kernels folder, or the one given as the first argument (the
+# drift test, GeneratedKernelsTests, writes to a temporary folder and compares).
+BLOCKED = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "Sources", "DynamicCore", "Blocked", "Generated")
 
 
 def conv(P, two, split):

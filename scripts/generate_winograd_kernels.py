@@ -6,9 +6,13 @@ constant offsets (a runtime stride cost ~45 % of peak: 12 pointers do not fit th
 Usage: python3 scripts/generate_winograd_kernels.py
 """
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "Sources", "DynamicCore", "Blocked", "WinogradKernels.swift")
+# Output folder: the generated-kernels folder, or the one given as the first argument (the
+# drift test, GeneratedKernelsTests, writes to a temporary folder and compares).
+OUT = os.path.join(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "Sources", "DynamicCore", "Blocked", "Generated"),
+                   "WinogradKernels.swift")
 
 T = 12
 def gemm(vecs, C):
