@@ -29,6 +29,8 @@ let package = Package(
         // assertClose and friends, shared by the test targets.
         .target(name: "TestSupport", dependencies: ["DynamicCore"], path: "Tests/TestSupport"),
         .testTarget(name: "DynamicCoreTests", dependencies: ["DynamicCore", "TestSupport"]),
+        .testTarget(name: "DynamicDataTests", dependencies: ["DynamicData", "DynamicNN", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(
             name: "DynamicNNTests", dependencies: ["DynamicNN", "DynamicData", "Backbones", "TestSupport"],
             resources: [.copy("Fixtures")]),

@@ -52,7 +52,7 @@ torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "Tests", "DynamicNNTests", "Fixtures")
 GRAD_DIR = os.path.join(FIX, "grad")
-DATA_DIR = os.path.join(FIX, "data")
+DATA_DIR = os.path.join(ROOT, "Tests", "DynamicDataTests", "Fixtures", "data")
 
 
 def save(name: str, tensors: dict, metadata: dict) -> None:

@@ -1,9 +1,11 @@
 import DynamicCore
 import Foundation
-@testable import Backbones
 @testable import DynamicData
-@testable import DynamicNN
+import DynamicNN
 import XCTest
+
+/// Directory of this target's fixtures (made by scripts/make_grad_fixtures.py).
+private let fixturesURL: URL = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
 
 /// Dataset readers on small synthetic files (and malformed variants), gzip, normalization,
 /// augmentation, batching and splits.
