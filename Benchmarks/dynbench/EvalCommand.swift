@@ -29,11 +29,15 @@ func runEval(_ argv: [String]) throws {
                                                                             head: head ?? CNNShape.defaultHead)))
     model.setThreads(threads)
     let info = try Checkpoint.load(from: ckpt, model: model.network, optimizer: nil)
-    _ = evaluate(model.network, test.subset(Array(0..<min(batch, test.count))), normalization: dataset.normalization,
-                 batch: batch)   // warm-up (packs weights, builds the inference plan)
-    let r = evaluate(model.network, test, normalization: dataset.normalization, batch: batch, flip: a.has("--tta"))
+    // One engine for the warm-up (packs weights, fills the buffer pools) and the timed pass.
+    let engine = Engine(threads: threads)
+    _ = Trainer.evaluate(model.network, MiniBatches(test.subset(Array(0..<min(batch, test.count))), batchSize: batch,
+                                                    normalization: dataset.normalization), engine: engine)
+    let r = Trainer.evaluate(model.network, MiniBatches(test, batchSize: batch, normalization: dataset.normalization),
+                             flip: a.has("--tta"), engine: engine)
     print(String(format: "%@ on %@ test (%d images), checkpoint epoch %d: accuracy %.4f%@, %.0f img/s (%d thread(s), batch %d)",
-                 model.name, dataset.name, test.count, info.epoch, r.accuracy,
-                 r.flipAccuracy.map { String(format: ", %.4f with flip TTA", $0) } ?? "", r.imagesPerSecond, threads, batch))
+                 model.name, dataset.name, test.count, info.epoch, r.accuracy.last ?? 0,
+                 r.flipAccuracy.map { String(format: ", %.4f with flip TTA", $0.last ?? 0) } ?? "", r.imagesPerSecond,
+                 threads, batch))
 }
 

@@ -50,24 +50,6 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                (forward + input gradient + weight gradient; forward FLOPs = 2 × MACs).
 """
 
-/// Top-1 accuracy of `model` in eval mode over `data` (unaugmented) and images per second;
-/// with `flip`, also the accuracy with horizontal-flip test-time augmentation. The last output's.
-func evaluate(_ model: any TrainableNetwork, _ data: LabeledImages, normalization: Normalization,
-              batch: Int, flip: Bool = false) -> (accuracy: Double, flipAccuracy: Double?, imagesPerSecond: Double) {
-    let r = Trainer.evaluate(model, MiniBatches(data, batchSize: batch, normalization: normalization), flip: flip,
-                             engine: Engine(threads: Parallel.defaultThreads))
-    return (r.accuracy.last ?? 0, r.flipAccuracy.map { $0.last ?? 0 }, r.imagesPerSecond)
-}
-
-func stderrWrite(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
-
-func formatDuration(_ s: Double) -> String {
-    let t = Int(s.rounded())
-    return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
-}
-
-// MARK: - train
-
 func runTrain(_ argv: [String]) throws {
     let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--alternating-flip", "--no-bias-decay", "--zero-init-residual", "--tta"],
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
@@ -197,7 +179,7 @@ func runTrain(_ argv: [String]) throws {
           + "(loaded in \(String(format: "%.1f", loadSeconds)) s)")
     print("SGD lr \(lr) momentum \(momentum)\(nesterov ? " nesterov" : "") wd \(wd)\(noBiasDecay ? " (not on biases, BN)" : ""), \(scheduleName) schedule"
           + (warmupEpochs > 0 ? " after \(warmupEpochs) warm-up epoch(s)" : "") + ", batch \(batch), "
-          + (budgetSeconds.map { "\(formatDuration($0)) time budget" } ?? "\(epochs) epochs") + " × \(batches.batchCount) steps"
+          + (budgetSeconds.map { "\(Trainer.duration($0)) time budget" } ?? "\(epochs) epochs") + " × \(batches.batchCount) steps"
           + (smoothing > 0 ? ", label smoothing \(smoothing)" : "")
           + ", augmentation crop-pad \(augmentation.cropPadding) flip \(augmentation.horizontalFlip)"
           + (augmentation.alternatingFlip ? " (alternating)" : "")

@@ -56,40 +56,34 @@ extension BlockedOps {
         }
     }
 
-    /// y[i] (= or +=) x[rows[i]] for every image i of y: a sub-batch gathered (or, with the
-    /// roles swapped, scattered back). Shapes other than N must match, halos included.
+    /// y[i] (= or +=) x[rows[i]] for every image i of y: a sub-batch gathered. Shapes other than
+    /// N must match, halos included.
     public static func copyImages(_ x: BlockedBuffer, rows: [Int], into y: BlockedBuffer, accumulate: Bool = false,
                                   threads: Int? = nil) {
-        let s = x.shape, o = y.shape
-        precondition(rows.count == o.n && (s.c, s.h, s.w, s.halo) == (o.c, o.h, o.w, o.halo) && rows.allSatisfy { $0 >= 0 && $0 < s.n },
-                     "copyImages: rows of \(s) into \(o)")
-        rows.withUnsafeBufferPointer { rp in
-            let rp = rp.baseAddress!
-            Parallel.forEach(o.n * s.blocks, threads: threads) { t in
-                let (i, b) = (t / s.blocks, t % s.blocks)
-                let a = UnsafePointer(x.pointer + rp[i] * s.imageStride + b * s.blockStride)
-                let d = y.pointer + i * o.imageStride + b * o.blockStride
-                if accumulate {
-                    for k in stride(from: 0, to: s.blockStride, by: 8) { store8(load8(d + k) + load8(a + k), d + k) }
-                } else {
-                    d.update(from: a, count: s.blockStride)
-                }
-            }
-        }
+        precondition(rows.count == y.shape.n && rows.allSatisfy { $0 >= 0 && $0 < x.shape.n }, "copyImages: rows of \(x.shape) into \(y.shape)")
+        moveImages(x, into: y, pairs: rows.count, accumulate: accumulate, threads: threads) { (rows[$0], $0) }
     }
 
-    /// y[rows[i]] (= or +=) x[i] for every image i of x: the inverse of `copyImages`.
+    /// y[rows[i]] (= or +=) x[i] for every image i of x: the inverse of `copyImages` (distinct rows).
     public static func scatterImages(_ x: BlockedBuffer, rows: [Int], into y: BlockedBuffer, accumulate: Bool = false,
                                      threads: Int? = nil) {
+        precondition(rows.count == x.shape.n && rows.allSatisfy { $0 >= 0 && $0 < y.shape.n } && Set(rows).count == rows.count,
+                     "scatterImages: rows of \(x.shape) into \(y.shape)")
+        moveImages(x, into: y, pairs: rows.count, accumulate: accumulate, threads: threads) { ($0, rows[$0]) }
+    }
+
+    /// Image `from` of x (= or +=) into image `to` of y for `pairs` (from, to) pairs, whole block planes.
+    private static func moveImages(_ x: BlockedBuffer, into y: BlockedBuffer, pairs: Int, accumulate: Bool, threads: Int?,
+                                   _ pair: (Int) -> (from: Int, to: Int)) {
         let s = x.shape, o = y.shape
-        precondition(rows.count == s.n && (s.c, s.h, s.w, s.halo) == (o.c, o.h, o.w, o.halo) && rows.allSatisfy { $0 >= 0 && $0 < o.n }
-                     && Set(rows).count == rows.count, "scatterImages: rows of \(s) into \(o)")
-        rows.withUnsafeBufferPointer { rp in
-            let rp = rp.baseAddress!
-            Parallel.forEach(s.n * s.blocks, threads: threads) { t in
+        precondition((s.c, s.h, s.w, s.halo) == (o.c, o.h, o.w, o.halo), "moving images of \(s) into \(o)")
+        let moves = (0..<pairs).map(pair)
+        moves.withUnsafeBufferPointer { mp in
+            let mp = mp.baseAddress!
+            Parallel.forEach(pairs * s.blocks, threads: threads) { t in
                 let (i, b) = (t / s.blocks, t % s.blocks)
-                let a = UnsafePointer(x.pointer + i * s.imageStride + b * s.blockStride)
-                let d = y.pointer + rp[i] * o.imageStride + b * o.blockStride
+                let a = UnsafePointer(x.pointer + mp[i].from * s.imageStride + b * s.blockStride)
+                let d = y.pointer + mp[i].to * o.imageStride + b * o.blockStride
                 if accumulate {
                     for k in stride(from: 0, to: s.blockStride, by: 8) { store8(load8(d + k) + load8(a + k), d + k) }
                 } else {

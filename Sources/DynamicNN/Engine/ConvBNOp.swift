@@ -28,7 +28,7 @@ extension ConvBNUnit {
         let o = c.outputSize(h: x.h, w: x.w)
         let outShape = BlockedShape(n: x.n, c: c.outChannels, h: o.h, w: o.w, halo: 1)
         if let r = residual {
-            precondition(r.shape == [x.n, c.outChannels, o.h, o.w] && r.samples == x.samples,
+            precondition((r.n, r.c, r.h, r.w) == (x.n, c.outChannels, o.h, o.w) && r.samples == x.samples,
                          "residual \(r.shape) must match the output [\(x.n), \(c.outChannels), \(o.h), \(o.w)]")
         }
         let e = x.engine
@@ -136,9 +136,7 @@ final class ConvBNNode: TapeNode {
         let dz = residual == nil ? g : output.engine.buffer(norm.z.shape)
         BlockedBatchNorm.applyBackward(k, gradient: g.buffer, input: norm.z.buffer, relu: norm.relu, into: dz.buffer,
                                        threads: threads)
-        if let r = residual {
-            if r.requiresGradient { r.accumulateGradient(g) } else { r.skipContribution() }
-        }
+        residual?.accumulateGradient(g)
         output.grad = nil
         kernels.backward(unit.conv, gradient: dz, input: input, inputBuffer: inputBuffer)
     }

@@ -4,7 +4,7 @@ extension FeatureMap {
     /// act(self + other), same shapes and rows; `activation`: identity, ReLU or ReLU-1.
     /// Reference FLOPs: one per element for ReLU.
     public func adding(_ other: FeatureMap, activation: Activation = .identity) -> FeatureMap {
-        precondition(other.shape == shape && other.samples == samples, "adding \(other.shape) to \(shape)")
+        precondition(matches(other), "adding \(other.shape) to \(shape)")
         precondition(activation.isClamp, "\(activation) is not a clamp")
         let a = blocked(), b = other.blocked()
         precondition(a.shape == b.shape, "adding: buffers \(a.shape) and \(b.shape)")
@@ -56,7 +56,7 @@ final class AddNode: TapeNode {
                 dst.pointer.update(from: g.pointer, count: dst.shape.count)
             }
         }
-        if a.requiresGradient { a.accumulateGradient(g) } else { a.skipContribution() }
+        a.accumulateGradient(g)
     }
 }
 

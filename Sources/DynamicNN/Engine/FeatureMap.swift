@@ -45,6 +45,11 @@ public final class FeatureMap {
 
     public var shape: [Int] { [n, c, h, w] }
 
+    /// Same N, C, H, W and rows as `other` (no arrays built: ops check this on every call).
+    func matches(_ other: FeatureMap) -> Bool {
+        (n, c, h, w) == (other.n, other.c, other.h, other.w) && samples == other.samples
+    }
+
     /// The blocked shape of this map with a given halo.
     func blockedShape(halo: Int) -> BlockedShape { BlockedShape(n: n, c: c, h: h, w: w, halo: halo) }
 
@@ -108,10 +113,12 @@ public final class FeatureMap {
     var isLastContribution: Bool { contributions + 1 >= uses }
 
     /// Adds g (a buffer of `gradientShape`) to the gradient; the first contribution takes g
-    /// itself (no copy), so the caller must not write g afterwards.
+    /// itself (no copy), so the caller must not write g afterwards. Counts as done, and drops g,
+    /// when the map needs no gradient.
     func accumulateGradient(_ g: PooledBuffer) {
         precondition(g.shape == gradientShape, "gradient \(g.shape) does not match \(gradientShape)")
         contributions += 1
+        guard requiresGradient else { return }
         if let grad {
             BlockedOps.addInPlace(grad.buffer, g.buffer, threads: engine.threads)
         } else {

@@ -126,6 +126,6 @@ final class ScatterAddNode: TapeNode {
         update.contributeGradient { dst, accumulate in
             BlockedOps.copyImages(g.buffer, rows: rows, into: dst, accumulate: accumulate, threads: update.engine.threads)
         }
-        if input.requiresGradient { input.accumulateGradient(g) } else { input.skipContribution() }
+        input.accumulateGradient(g)
     }
 }

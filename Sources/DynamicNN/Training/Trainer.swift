@@ -169,8 +169,8 @@ public final class Trainer {
         func hits(_ logits: Tensor, _ labels: [Int]) -> Int { zip(logits.argmax(), labels).filter { $0 == $1 }.count }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let batchAt = data.batches(ofEpoch: 0)
-        for k in 0..<data.batchCount {
-            let b = batchAt(k)
+        for index in 0..<data.batchCount {
+            let b = batchAt(index)
             let logits = engine.runMicroBatches(b.images, microBatch: micro, outputs: network.outputs)
             if correct.isEmpty { (correct, flipCorrect) = ([Int](repeating: 0, count: logits.count), [Int](repeating: 0, count: logits.count)) }
             for (k, l) in logits.enumerated() { correct[k] += hits(l, b.labels) }

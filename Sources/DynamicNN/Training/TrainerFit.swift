@@ -218,8 +218,8 @@ extension Trainer {
         return warmupSteps > 0 ? .warmup(steps: warmupSteps, startFactor: 0.01, then: main) : main
     }
 
-    /// h:mm:ss or m:ss.
-    static func duration(_ s: Double) -> String {
+    /// Seconds as h:mm:ss or m:ss (the progress line's ETA).
+    public static func duration(_ s: Double) -> String {
         let t = Int(s.rounded())
         return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
     }
