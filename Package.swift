@@ -31,6 +31,8 @@ let package = Package(
         .testTarget(name: "DynamicCoreTests", dependencies: ["DynamicCore", "TestSupport"]),
         .testTarget(name: "DynamicDataTests", dependencies: ["DynamicData", "DynamicNN", "TestSupport"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "BackbonesTests", dependencies: ["Backbones", "DynamicNN", "DynamicData", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(
             name: "DynamicNNTests", dependencies: ["DynamicNN", "DynamicData", "Backbones", "TestSupport"],
             resources: [.copy("Fixtures")]),

@@ -9,7 +9,7 @@ What it makes
   the inputs ``x`` (and ``x2`` for binary ops), the parameters (``weight``,
   ``bias``; for BN ``gamma``, ``beta``, ``mean``, ``var``) and the expected
   output ``y``.  ``__metadata__`` is ``{"op": <op name>, "params": <JSON>}``.
-* ``Tests/DynamicNNTests/Fixtures/models/``
+* ``Tests/BackbonesTests/Fixtures/models/`` (``hash_uniform_check`` in ``Tests/DynamicNNTests/Fixtures/models/``)
     - ``resnet20_state.safetensors``   full ``state_dict()`` of the CIFAR
       ResNet-20 twin (random init, non-trivial BN; includes the int64
       ``num_batches_tracked`` buffers, which the Swift loader must skip).
@@ -61,7 +61,7 @@ torch.set_num_threads(1)  # determinism (and be gentle on small CI/dev boxes)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "Tests", "DynamicNNTests", "Fixtures")
 OPS_DIR = os.path.join(FIX, "ops")
-MODELS_DIR = os.path.join(FIX, "models")
+MODELS_DIR = os.path.join(ROOT, "Tests", "BackbonesTests", "Fixtures", "models")
 
 WRITTEN: list[str] = []
 
@@ -489,7 +489,7 @@ def make_models() -> None:
         "a": "hash_uniform([7,5], fnv1a64('a'), -1, 1)",
         "conv1.weight": "ResNet-18 conv1.weight [64,3,3,3], range +-sqrt(6/27)",
     }
-    _save(os.path.join(MODELS_DIR, "hash_uniform_check.safetensors"),
+    _save(os.path.join(FIX, "models", "hash_uniform_check.safetensors"),
           {"a": a, "conv1.weight": sd18["conv1.weight"]}, meta)
 
     print("ResNet-20 state_dict keys:")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parity fixtures for the ImageNet ResNets (torchvision's ResNet-18 and ResNet-50).
 
-Writes Tests/DynamicNNTests/Fixtures/models/resnet{18,50}_imagenet_hash_io.safetensors: the
+Writes Tests/BackbonesTests/Fixtures/models/resnet{18,50}_imagenet_hash_io.safetensors: the
 float64 eval-mode logits [2, 1000] of a torchvision-equivalent twin whose every state_dict entry
 comes from the ``hash_uniform`` rule of scripts/make_fixtures.py, on the input
 hash_uniform([2, 3, 224, 224], fnv1a64("imagenet-input"), -1, 1). Neither weights (25.6 M for

@@ -56,10 +56,10 @@ let peakGFLOPsPerCore: Double = {
     return samples.max()!
 }()
 
-func machineInfo() -> [String: String] {
+func machineInfo(kernels: KernelOptions) -> [String: String] {
     var info: [String: String] = [
         "framework": "dynbench (DynamicInference, Swift)",
-        "target": TargetFeatures.summary,
+        "target": "\(TargetFeatures.summary) \(kernels)",
         "cores": String(Parallel.coreCount),
         "peak_gflops_per_core_measured": String(format: "%.1f", peakGFLOPsPerCore),
         "date": ISO8601DateFormatter().string(from: Date()),

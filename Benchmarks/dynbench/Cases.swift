@@ -27,10 +27,10 @@ enum BenchCase {
     }
 
     /// A runnable closure for one batch size and thread count, plus FLOPs per image (2 × MACs).
-    func prepare(batch: Int, threads: Int) throws -> (run: () -> Void, flopsPerImage: Double) {
+    func prepare(batch: Int, threads: Int, kernels: KernelOptions) throws -> (run: () -> Void, flopsPerImage: Double) {
         switch self {
         case .conv(let v):
-            return (v.prepare(batch: batch, threads: threads), Double(v.flopsPerImage))
+            return (v.prepare(batch: batch, threads: threads, options: kernels), Double(v.flopsPerImage))
         case .model(let name):
             let input = ModelRegistry.entry(named: name)!.benchmarkInput
             let m = try ModelRegistry.build(name, for: input)
@@ -39,7 +39,7 @@ enum BenchCase {
             var rng = SeededRNG(seed: 0)
             let x = Tensor.normal([batch, input.channels, input.height, input.width], rng: &rng)
             let network = m.network, micro = network.inferenceMicroBatch(height: input.height, width: input.width)
-            let engine = Engine(threads: threads)
+            let engine = Engine(threads: threads, kernels: kernels)
             return ({ _ = engine.runMicroBatches(x, microBatch: micro, outputs: network.outputs) }, Double(2 * m.macsPerImage))
         }
     }

@@ -1,8 +1,9 @@
+import DynamicInference
 import Foundation
 
 /// `dynbench compare PEER.json OURS.json`: rows matched on (model, threads, batch); the ratio is
 /// our throughput over the peer's (> 1 means we are faster). Geometric means per group.
-func runCompare(_ paths: [String]) throws {
+func runCompare(_ paths: [String], _: KernelOptions) throws {
     struct CompareError: Error, CustomStringConvertible { var description: String }
     guard paths.count == 2 else { throw CompareError(description: "compare needs two JSON files: PEER.json OURS.json") }
     func load(_ p: String) throws -> [ResultRow] {

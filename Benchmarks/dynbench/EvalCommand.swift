@@ -3,7 +3,7 @@ import Foundation
 
 // `dynbench eval`: test accuracy and speed of a checkpoint.
 
-func runEval(_ argv: [String]) throws {
+func runEval(_ argv: [String], kernels: KernelOptions) throws {
     let a = try FlagArgs(argv, switches: ["--tta"], known: ["--checkpoint", "--model", "--dataset", "--data", "--batch", "--threads",
                                                      "--cnn-stages", "--cnn-head"])
     let ckpt = URL(fileURLWithPath: try a.required("--checkpoint"))
@@ -30,7 +30,7 @@ func runEval(_ argv: [String]) throws {
     model.setThreads(threads)
     let info = try Checkpoint.load(from: ckpt, model: model.network, optimizer: nil)
     // One engine for the warm-up (packs weights, fills the buffer pools) and the timed pass.
-    let engine = Engine(threads: threads)
+    let engine = Engine(threads: threads, kernels: kernels)
     _ = Trainer.evaluate(model.network, MiniBatches(test.subset(Array(0..<min(batch, test.count))), batchSize: batch,
                                                     normalization: dataset.normalization), engine: engine)
     let r = Trainer.evaluate(model.network, MiniBatches(test, batchSize: batch, normalization: dataset.normalization),

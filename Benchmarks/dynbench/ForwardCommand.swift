@@ -31,7 +31,7 @@ func parse(_ args: [String]) throws -> Options {
     return o
 }
 
-func run(_ o: Options) throws {
+func run(_ o: Options, kernels: KernelOptions) throws {
     warnAboutBuild()
     if o.command == "pool" { runPoolProbe(); return }
     if o.command == "peak" { runPeak(threads: o.threads.isEmpty ? [1, Parallel.coreCount] : o.threads); return }
@@ -50,7 +50,7 @@ func run(_ o: Options) throws {
     }
     let threadList = o.threads.isEmpty ? (isDefault ? [1, Parallel.coreCount] : [Parallel.coreCount]) : o.threads
     let batchList = o.batches.isEmpty ? (isDefault ? [1, 64] : [1]) : o.batches
-    print("dynbench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; measured peak \(String(format: "%.1f", peakGFLOPsPerCore)) GFLOP/s per core")
+    print("dynbench — \(TargetFeatures.summary) \(kernels), \(Parallel.coreCount) cores; measured peak \(String(format: "%.1f", peakGFLOPsPerCore)) GFLOP/s per core")
     print(String(repeating: "-", count: 96))
     print("case".padding(toLength: 28, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms     ",
           " img/s  ", "GFLOP/s", " % peak")
@@ -60,7 +60,7 @@ func run(_ o: Options) throws {
         if case .conv = c { isConv = true } else { isConv = false }
         for t in (isDefault && isConv ? [1] : threadList) {
             for b in (isDefault && isConv ? [1] : batchList) {
-                let (runCase, flops) = try c.prepare(batch: b, threads: t)
+                let (runCase, flops) = try c.prepare(batch: b, threads: t, kernels: kernels)
                 let timing = Timing.measure(warmup: o.warmup, repeats: o.repeats, minSeconds: 0.5, runCase)
                 let gflops = flops * Double(b) / (timing.median / 1e3) / 1e9
                 let row = ResultRow(framework: "dynbench", model: c.name, threads: t, batch: b, flops_per_image: flops,
@@ -77,7 +77,7 @@ func run(_ o: Options) throws {
     if let path = o.json {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(ResultFile(info: machineInfo(), results: rows)).write(to: URL(fileURLWithPath: path))
+        try enc.encode(ResultFile(info: machineInfo(kernels: kernels), results: rows)).write(to: URL(fileURLWithPath: path))
         print("wrote \(path)")
     }
 }

@@ -3,7 +3,7 @@ import Foundation
 
 // `dynbench train-bench`: full training steps on random data.
 
-func runTrainBench(_ argv: [String]) throws {
+func runTrainBench(_ argv: [String], kernels: KernelOptions) throws {
     let a = try FlagArgs(argv, switches: [], known: ["--models", "--threads", "--batch", "--repeats", "--warmup", "--json"])
     let models = a.values["--models"] ?? ["resnet20_cifar", "resnet56_cifar"]
     let threadList = try a.ints("--threads", [1, Parallel.coreCount])
@@ -11,7 +11,7 @@ func runTrainBench(_ argv: [String]) throws {
     let repeats = try a.int("--repeats", 12, min: 1)
     let warmup = try a.int("--warmup", 3)
     warnAboutBuild()
-    print("dynbench train-bench — \(TargetFeatures.summary), \(Parallel.coreCount) cores; full SGD steps (Nesterov, wd 5e-4), "
+    print("dynbench train-bench — \(TargetFeatures.summary) \(kernels), \(Parallel.coreCount) cores; full SGD steps (Nesterov, wd 5e-4), "
           + "\(warmup) warm-up + \(repeats) timed")
     print("case".padding(toLength: 20, withPad: " ", startingAt: 0), "thr", "batch", " median ms", "   min–max ms       ",
           " img/s", "  GFLOP/s")
@@ -26,6 +26,7 @@ func runTrainBench(_ argv: [String]) throws {
                 let opt = SGD(model.network.trainableParameters, learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4, nesterov: true)
                 var options = TrainingOptions()
                 options.threads = t
+                options.kernels = kernels
                 let trainer = Trainer(network: model.network, optimizer: opt, options: options)
                 let batch = Batch(images: Tensor.normal([b, 3, 32, 32], rng: &rng), labels: (0..<b).map { _ in Int(rng.next() % 10) })
                 let timing = Timing.measure(warmup: warmup, repeats: repeats) { trainer.step(batch) }
@@ -46,7 +47,7 @@ func runTrainBench(_ argv: [String]) throws {
     if let path = a.string("--json") {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        var info = machineInfo()
+        var info = machineInfo(kernels: kernels)
         info["flops_per_image"] = "3 × forward FLOPs (forward FLOPs = 2 × conv and linear MACs)"
         info["argv"] = CommandLine.arguments.joined(separator: " ")
         try enc.encode(ResultFile(info: info, results: rows)).write(to: URL(fileURLWithPath: path))

@@ -50,7 +50,7 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                (forward + input gradient + weight gradient; forward FLOPs = 2 × MACs).
 """
 
-func runTrain(_ argv: [String]) throws {
+func runTrain(_ argv: [String], kernels: KernelOptions) throws {
     let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--alternating-flip", "--no-bias-decay", "--zero-init-residual", "--tta"],
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
@@ -170,10 +170,11 @@ func runTrain(_ argv: [String]) throws {
     options.testEvery = testEvery
     options.flipTTA = tta
     options.threads = threads
+    options.kernels = kernels
     let trainer = Trainer(network: net, optimizer: opt, options: options)
     trainer.config = config
 
-    print("dynbench train — \(TargetFeatures.summary), \(threads) thread(s)")
+    print("dynbench train — \(TargetFeatures.summary) \(kernels), \(threads) thread(s)")
     print("\(model.name) (\(net.parameterCount) parameters, \(String(format: "%.1f", Double(model.macsPerImage) / 1e6)) MMACs/image) "
           + "on \(dataset.name): \(trainSet.count) train / \(valSet.count) val / \(test.count) test images "
           + "(loaded in \(String(format: "%.1f", loadSeconds)) s)")

@@ -23,30 +23,34 @@ usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batc
             ResNet-18/56 at batch 1 and 64 on 1 thread and on all cores
 """
 
-/// Removes `--width simd8|simd16` from the arguments and sets the kernel width (every command).
-func takeWidthOption(_ args: inout [String]) throws {
-    guard let i = args.firstIndex(of: "--width") else { return }
-    guard i + 1 < args.count, let w = KernelWidth(rawValue: args[i + 1]) else {
-        throw CLIError(description: "--width takes simd8 or simd16")
+/// Removes `--width simd8|simd16` and `--no-winograd` from the arguments: the kernels every
+/// command runs on.
+func takeKernelOptions(_ args: inout [String]) throws -> KernelOptions {
+    var options = KernelOptions.fastest
+    if let i = args.firstIndex(of: "--width") {
+        guard i + 1 < args.count, let w = KernelWidth(rawValue: args[i + 1]) else {
+            throw CLIError(description: "--width takes simd8 or simd16")
+        }
+        options.width = w
+        args.removeSubrange(i...(i + 1))
     }
-    KernelWidth.current = w
-    args.removeSubrange(i...(i + 1))
+    if let i = args.firstIndex(of: "--no-winograd") {
+        options.winograd = false
+        args.remove(at: i)
+    }
+    return options
 }
 
 do {
     var args = Array(CommandLine.arguments.dropFirst())
-    try takeWidthOption(&args)
-    if let i = args.firstIndex(of: "--no-winograd") {
-        BlockedConv2D.allowsWinograd = false
-        args.remove(at: i)
-    }
-    let sub: [String: ([String]) throws -> Void] = ["train": runTrain, "eval": runEval, "train-bench": runTrainBench,
+    let kernels = try takeKernelOptions(&args)
+    let sub: [String: ([String], KernelOptions) throws -> Void] = ["train": runTrain, "eval": runEval, "train-bench": runTrainBench,
                                                     "compare": runCompare]
     if let first = args.first, let command = sub[first] {
-        try command(Array(args.dropFirst()))
+        try command(Array(args.dropFirst()), kernels)
         exit(0)
     }
-    try run(parse(args))
+    try run(parse(args), kernels: kernels)
 } catch {
     FileHandle.standardError.write("dynbench: \(error)\n".data(using: .utf8)!)
     exit(2)

@@ -61,7 +61,7 @@ final class BackwardKernelTests: XCTestCase {
     /// phases whose output pixels are two apart. Weights re-packed in place, as training does.
     func testBlockedInputGradientWithResidual() {
         var rng = SeededRNG(seed: 22)
-        forEachKernelWidth { width in
+        forEachKernelWidth { options in
             for (cin, cout) in [(12, 20), (40, 24)] {
                 for (k, s, p, h) in [(1, 2, 0, 8), (3, 2, 1, 7), (3, 1, 1, 5), (3, 2, 0, 9), (3, 1, 1, 19), (5, 2, 2, 34)] {
                     let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: k, stride: s, padding: p)
@@ -71,16 +71,17 @@ final class BackwardKernelTests: XCTestCase {
                     let dx = BlockedBuffer(BlockedShape(n: 2, c: cin, h: h, w: h, halo: 1))
                     dx.load(Tensor.normal([2, cin, h, h], rng: &rng))        // stale values must all be overwritten
                     // Packed for other weights first: training re-packs in place every step.
-                    let gradient = BlockedConvInputGradient(weight: Tensor.normal(cfg.weightShape, rng: &rng), config: cfg)
+                    let gradient = BlockedConvInputGradient(weight: Tensor.normal(cfg.weightShape, rng: &rng), config: cfg,
+                                                            options: options)
                     gradient.repack(weight: wt)
                     gradient.run(BlockedBuffer(dy, halo: 3), into: dx, residual: BlockedBuffer(r, halo: 1))
                     let expected = Reference.conv2dBackwardInput(dy, weight: wt, config: cfg, inputHeight: h, inputWidth: h) + r
-                    assertClose(dx.toTensor(), expected, tol: 5e-6, "\(cin)→\(cout) k\(k) s\(s) p\(p) \(h)×\(h) \(width)")
+                    assertClose(dx.toTensor(), expected, tol: 5e-6, "\(cin)→\(cout) k\(k) s\(s) p\(p) \(h)×\(h) \(options)")
                     // In place (the residual is dx itself), as training adds a block's input
                     // gradient to its shortcut gradient: every pixel must take the residual once.
                     let inPlace = BlockedBuffer(r, halo: 1)
                     gradient.run(BlockedBuffer(dy, halo: 3), into: inPlace, residual: inPlace)
-                    assertClose(inPlace.toTensor(), expected, tol: 5e-6, "in place \(cin)→\(cout) k\(k) s\(s) \(h)×\(h) \(width)")
+                    assertClose(inPlace.toTensor(), expected, tol: 5e-6, "in place \(cin)→\(cout) k\(k) s\(s) \(h)×\(h) \(options)")
                 }
             }
         }

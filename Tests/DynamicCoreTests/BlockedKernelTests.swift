@@ -48,25 +48,25 @@ final class BlockedKernelTests: XCTestCase {
             Case(cin: 9, cout: 16, k: 3, s: 1, p: 0, d: 1, h: 5, w: 19),
             Case(cin: 8, cout: 32, k: 3, s: 1, p: 1, d: 1, h: 2, w: 8),
         ]
-        forEachKernelWidth { width in
+        forEachKernelWidth { options in
         for c in cases {
             let cfg = Conv2DConfig(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.s,
                                    padding: c.p, dilation: c.d)
             let w = Tensor.normal(cfg.weightShape, rng: &rng), b = Tensor.normal([c.cout], rng: &rng)
-            let conv = BlockedConv2D(weight: w, bias: b, config: cfg)
+            let conv = BlockedConv2D(weight: w, bias: b, config: cfg, options: options)
             for n in [1, 3] {
                 let x = Tensor.normal([n, c.cin, c.h, c.w], rng: &rng)
                 let ref = Reference.conv2d(x, weight: w, bias: b, config: cfg)
                 let res = Tensor.normal(ref.shape, rng: &rng)
                 for threads in [1, 2, 3] {
-                    assertClose(conv(x, threads: threads), ref, tol: 2e-6, "\(c) n=\(n) t=\(threads) \(width)")
+                    assertClose(conv(x, threads: threads), ref, tol: 2e-6, "\(c) n=\(n) t=\(threads) \(options)")
                 }
                 for act in [Activation.relu, .relu1, .identity] {
                     let expect = Reference.activation(Reference.add(ref, res), act)
                     // ReLU-1 clamps to [0, 1]: the error scale is that of the pre-activation sum.
                     let scale = Swift.max(1, ref.withUnsafeBufferPointer { $0.map(abs).max() ?? 1 })
                     assertClose(conv(x, residual: res, activation: act, threads: 2), expect, tol: 2e-6 * scale,
-                                "\(c) residual \(act) \(width)")
+                                "\(c) residual \(act) \(options)")
                 }
             }
         }
@@ -154,7 +154,7 @@ final class BlockedWeightGradientTests: XCTestCase {
                   Case(cin: 17, cout: 8, k: 3, s: 1, p: 1, d: 1, h: 3, w: 2),
                   // Without padding the last input of a row is real data: W + 2 inputs ≡ 2 (mod 3) reach the tail.
                   Case(cin: 9, cout: 16, k: 3, s: 1, p: 0, d: 1, h: 4, w: 8), Case(cin: 8, cout: 24, k: 3, s: 1, p: 0, d: 1, h: 3, w: 11)]
-        forEachKernelWidth { width in
+        forEachKernelWidth { options in
         for c in cases {
             let cfg = Conv2DConfig(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.s, padding: c.p, dilation: c.d)
             for n in [1, 3] {
@@ -166,8 +166,8 @@ final class BlockedWeightGradientTests: XCTestCase {
                 for (threads, dyHalo) in [(1, 0), (2, 0), (3, 0), (1, 1), (2, 1), (3, 2)] {
                     let got = BlockedConvWeightGradient.compute(input: BlockedBuffer(x, halo: c.p),
                                                                gradOutput: BlockedBuffer(dy, halo: dyHalo),
-                                                               config: cfg, threads: threads)
-                    assertClose(got, ref, tol: 3e-6, "\(c) n=\(n) threads=\(threads) dY halo \(dyHalo) \(width)")
+                                                               config: cfg, threads: threads, options: options)
+                    assertClose(got, ref, tol: 3e-6, "\(c) n=\(n) threads=\(threads) dY halo \(dyHalo) \(options)")
                 }
             }
         }
@@ -181,12 +181,12 @@ final class BlockedWeightGradientTests: XCTestCase {
 final class ConvVariantCatalogTests: XCTestCase {
     func testEveryCatalogVariantMatchesReference() {
         XCTAssertEqual(ConvVariant.catalog.count, 3 * 14)
-        forEachKernelWidth { _ in
+        forEachKernelWidth { options in
             for v in ConvVariant.catalog {
                 XCTAssertEqual(ConvVariant(name: v.name), v, "name round trip \(v)")
-                let (fast, reference) = v.check(batch: 2, threads: 1)
-                assertClose(fast, reference, tol: 2e-5, "\(v) [\(v.kernelName)]")
-                XCTAssertEqual(v.check(batch: 2, threads: 2).fast.scalars, fast.scalars, "\(v) depends on the thread count")
+                let (fast, reference) = v.check(batch: 2, threads: 1, options: options)
+                assertClose(fast, reference, tol: 2e-5, "\(v) [\(v.kernelName(options: options))]")
+                XCTAssertEqual(v.check(batch: 2, threads: 2, options: options).fast.scalars, fast.scalars, "\(v) depends on the thread count")
             }
         }
     }
@@ -209,15 +209,13 @@ final class ConvVariantCatalogTests: XCTestCase {
         ]
         for (name, narrow, wide) in expected {
             let v = ConvVariant(name: name)!
-            XCTAssertEqual(KernelWidth.with(.simd8) { v.kernelName }, narrow, name)
-            XCTAssertEqual(KernelWidth.with(.simd16) { v.kernelName }, wide, name)
+            XCTAssertEqual(v.kernelName(options: KernelOptions(width: .simd8)), narrow, name)
+            XCTAssertEqual(v.kernelName(options: KernelOptions(width: .simd16)), wide, name)
         }
         // Without Winograd, the 3×3 stride-1 passes run on the row kernels.
-        BlockedConv2D.allowsWinograd = false
-        defer { BlockedConv2D.allowsWinograd = true }
         for (name, wide) in [("conv3x3_c16_k16_32x32", "f32-conv-nchw8c-row16x16"), ("conv3x3_c64_k64_8x8", "f32-conv-nchw8c-row8x32"),
                              ("dgrad3x3_c16_k16_32x32", "f32-convdgrad-nchw8c-row16x16")] {
-            XCTAssertEqual(KernelWidth.with(.simd16) { ConvVariant(name: name)!.kernelName }, wide, name)
+            XCTAssertEqual(ConvVariant(name: name)!.kernelName(options: KernelOptions(width: .simd16, winograd: false)), wide, name)
         }
     }
 
@@ -237,13 +235,14 @@ final class ConvVariantCatalogTests: XCTestCase {
 final class ConvMomentsTests: XCTestCase {
     func testMomentsMatchTheOutput() {
         var rng = SeededRNG(seed: 31)
-        forEachKernelWidth { width in
+        forEachKernelWidth { options in
             // The last two take the Winograd route at 16 lanes (12 × 16 and 12 × 32 GEMMs).
             for (cin, cout, k, s, p, size) in [(8, 16, 3, 1, 1, 19), (16, 40, 3, 1, 1, 11), (9, 24, 3, 2, 1, 9),
                                                (16, 8, 1, 1, 0, 5), (8, 64, 3, 1, 1, 8), (16, 16, 3, 1, 1, 4),
                                                (32, 48, 3, 1, 1, 6)] {
                 let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: k, stride: s, padding: p)
-                let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg)
+                let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg,
+                                         options: options)
                 let x = BlockedBuffer(Tensor.normal([3, cin, size, size], rng: &rng), halo: 1)
                 var first: [Double]?
                 for threads in [1, 2, 3] {
@@ -260,10 +259,10 @@ final class ConvMomentsTests: XCTestCase {
                     let got = moments.totals(channels: cout)
                     let scale = Swift.max(1, squares.max() ?? 1)
                     for ch in 0..<c {
-                        XCTAssertEqual(got.sum[ch], sum[ch], accuracy: 1e-5 * scale, "Σ \(cin)→\(cout) k\(k) s\(s) \(width) ch\(ch)")
-                        XCTAssertEqual(got.sumOfSquares[ch], squares[ch], accuracy: 1e-5 * scale, "Σ² \(cin)→\(cout) \(width) ch\(ch)")
+                        XCTAssertEqual(got.sum[ch], sum[ch], accuracy: 1e-5 * scale, "Σ \(cin)→\(cout) k\(k) s\(s) \(options) ch\(ch)")
+                        XCTAssertEqual(got.sumOfSquares[ch], squares[ch], accuracy: 1e-5 * scale, "Σ² \(cin)→\(cout) \(options) ch\(ch)")
                     }
-                    if let first { XCTAssertEqual(first, got.sum + got.sumOfSquares, "thread count \(cin)→\(cout) \(width) t\(threads)") }
+                    if let first { XCTAssertEqual(first, got.sum + got.sumOfSquares, "thread count \(cin)→\(cout) \(options) t\(threads)") }
                     first = got.sum + got.sumOfSquares
                 }
             }
@@ -276,11 +275,12 @@ final class ConvMomentsTests: XCTestCase {
     /// and the same g in memory (masked in place for `.output`, either way for `.recomputed`).
     func testGradientSumsMatchTheBatchNormPass() {
         var rng = SeededRNG(seed: 32)
-        forEachKernelWidth { width in
+        forEachKernelWidth { options in
             // (16, 64, 8), (32, 48, 6) and (64, 16, 4) take the Winograd route at 16 lanes.
             for (cin, cout, size) in [(8, 16, 19), (16, 40, 11), (16, 64, 8), (16, 8, 5), (32, 48, 6), (64, 16, 4)] {
                 let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
-                let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg)
+                let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: nil, config: cfg,
+                                         options: options)
                 let x = BlockedBuffer(Tensor.normal([2, cin, size, size], rng: &rng), halo: 1)
                 let shape = conv.outputShape(n: 2, h: size, w: size, halo: 1)
                 let residual = BlockedBuffer(shape), z = BlockedBuffer(shape), y = BlockedBuffer(shape)
@@ -300,7 +300,7 @@ final class ConvMomentsTests: XCTestCase {
                         let moments = ConvMoments(.gradientSums(input: z, relu: relu))
                         conv.run(x, into: g, residual: residual, threads: threads, moments: moments)
                         let got = moments.totals(channels: cout)
-                        let tag = "\(cin)→\(cout) \(size)² \(width) \(String(describing: relu).prefix(10)) t\(threads)"
+                        let tag = "\(cin)→\(cout) \(size)² \(options) \(String(describing: relu).prefix(10)) t\(threads)"
                         let bound = 2e-5 * Double(2 * size * size)   // far below one pixel (|g| ~ 10)
                         for ch in 0..<cout {
                             XCTAssertEqual(got.sum[ch], want.sumG[ch], accuracy: bound, "Σg \(tag) ch\(ch)")
@@ -339,25 +339,22 @@ final class ConvMomentsTests: XCTestCase {
 final class WinogradTests: XCTestCase {
     func testWinogradMatchesReferenceAndDirectKernels() {
         var rng = SeededRNG(seed: 41)
-        KernelWidth.with(.simd16) {
+        let wide = KernelOptions(width: .simd16), direct = KernelOptions(width: .simd16, winograd: false)
+        do {
             for (cin, cout, h, w) in [(16, 16, 4, 6), (16, 32, 8, 8), (32, 48, 6, 4), (64, 64, 8, 8), (64, 16, 2, 2), (32, 32, 16, 14)] {
                 let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
-                XCTAssertTrue(ConvVariant(name: "conv3x3_c\(cin)_k\(cout)_\(h)x\(w)")!.kernelName.contains("winograd"))
+                XCTAssertTrue(ConvVariant(name: "conv3x3_c\(cin)_k\(cout)_\(h)x\(w)")!.kernelName(options: wide).contains("winograd"))
                 let wt = Tensor.normal(cfg.weightShape, rng: &rng), b = Tensor.normal([cout], rng: &rng)
-                let conv = BlockedConv2D(weight: wt, bias: b, config: cfg)
+                let conv = BlockedConv2D(weight: wt, bias: b, config: cfg, options: wide)
+                let directConv = BlockedConv2D(weight: wt, bias: b, config: cfg, options: direct)
                 for n in [1, 3] {
                     let x = Tensor.normal([n, cin, h, w], rng: &rng), r = Tensor.normal([n, cout, h, w], rng: &rng)
                     let ref = Reference.conv2d(x, weight: wt, bias: b, config: cfg)
                     let tag = "\(cin)→\(cout) \(h)×\(w) n\(n)"
                     for threads in [1, 2, 3] { assertClose(conv(x, threads: threads), ref, tol: 2e-6, "\(tag) t\(threads)") }
                     let expect = Reference.activation(Reference.add(ref, r), .relu)
-                    let direct: Tensor = {
-                        BlockedConv2D.allowsWinograd = false
-                        defer { BlockedConv2D.allowsWinograd = true }
-                        return conv(x, residual: r, activation: .relu, threads: 2)
-                    }()
                     assertClose(conv(x, residual: r, activation: .relu, threads: 2), expect, tol: 2e-6, "\(tag) residual")
-                    assertClose(direct, expect, tol: 2e-6, "\(tag) direct")
+                    assertClose(directConv(x, residual: r, activation: .relu, threads: 2), expect, tol: 2e-6, "\(tag) direct")
                     // In place: the residual buffer is the output.
                     let io = BlockedBuffer(r, halo: 1)
                     conv.run(BlockedBuffer(x, halo: 1), into: io, residual: io, activation: .relu, threads: 2)
@@ -369,7 +366,7 @@ final class WinogradTests: XCTestCase {
                 let wb = Tensor.normal(back.weightShape, rng: &rng)
                 let dy = Tensor.normal([2, cin, h, w], rng: &rng)
                 let dx = BlockedBuffer(BlockedShape(n: 2, c: cout, h: h, w: w, halo: 1))
-                BlockedConvInputGradient(weight: wb, config: back).run(BlockedBuffer(dy, halo: 1), into: dx, threads: 2)
+                BlockedConvInputGradient(weight: wb, config: back, options: wide).run(BlockedBuffer(dy, halo: 1), into: dx, threads: 2)
                 assertClose(dx.toTensor(), Reference.conv2dBackwardInput(dy, weight: wb, config: back, inputHeight: h, inputWidth: w),
                             tol: 2e-6, "input gradient \(cout)→\(cin) \(h)×\(w)")
             }

@@ -31,11 +31,20 @@ final class RoundingSensitivityTests: XCTestCase {
         let reference = gradients(layered, x)
         try layered.loadStateDict(state)
         let nudgedGrads = gradients(layered, nudged)
-        let engineState = engine.stateDict()
-        let engineGrads = gradients(engine, x)
-        try engine.loadStateDict(engineState)
-        let otherWidth: KernelWidth = KernelWidth.current == .simd16 ? .simd8 : .simd16
-        let directGrads = KernelWidth.with(otherWidth) { gradients(engine, x) }
+        // One training-mode step on an engine with the given kernels.
+        func engineGradients(_ kernels: KernelOptions) throws -> [String: Tensor] {
+            let state = engine.stateDict()
+            defer { _ = try? engine.loadStateDict(state) }
+            engine.train()
+            engine.zeroGrad()
+            let e = Engine(kernels: kernels)
+            e.begin(batch: 2, recording: true)
+            let logits = engine.outputs(e.input(x)).last!
+            e.backward(logits, gradient: Loss.crossEntropy(logits: logits.value, labels: [0, 1]).gradient)
+            return Dictionary(uniqueKeysWithValues: engine.namedParameters().compactMap { k, p in p.grad.map { (k, $0) } })
+        }
+        let engineGrads = try engineGradients(.fastest)
+        let directGrads = try engineGradients(KernelOptions(width: KernelWidth.fastest == .simd16 ? .simd8 : .simd16))
         var nudge: Float = 0, algorithm: Float = 0, engineError: Float = 0
         for (key, g) in reference {
             nudge = max(nudge, nudgedGrads[key]!.maxRelativeError(g))

@@ -15,8 +15,8 @@ public func assertClose(_ a: Tensor, _ b: Tensor, tol: Float = 1e-5, _ msg: @aut
     return e
 }
 
-/// Runs `body` once under each convolution kernel width (8- and 16-lane kernels), so both are
-/// checked whatever the build's default is.
-public func forEachKernelWidth(_ body: (KernelWidth) throws -> Void) rethrows {
-    for width in KernelWidth.allCases { try KernelWidth.with(width) { try body(width) } }
+/// Runs `body` once with each convolution kernel width (8- and 16-lane kernels), so both are
+/// checked whatever the build's default is. The options say which to pass to the kernels.
+public func forEachKernelWidth(_ body: (KernelOptions) throws -> Void) rethrows {
+    for width in KernelWidth.allCases { try body(KernelOptions(width: width)) }
 }

@@ -15,17 +15,19 @@ import Foundation
 /// steps rather than 72 for zero-padded channel blocks.
 ///
 /// 3×3 stride-1 pad-1 convolutions with 16, 32 or 64 input channels and even output sizes take
-/// the Winograd F(2×2, 3×3) route at 16 lanes (`WinogradConv.swift`; `allowsWinograd`).
+/// the Winograd F(2×2, 3×3) route at 16 lanes (`WinogradConv.swift`; `KernelOptions.winograd`).
 ///
 /// Supports groups = 1, any kernel size, stride, padding and dilation. Output channels are
 /// processed in pairs of blocks (16); a trailing single block is handled.
 public final class BlockedConv2D: @unchecked Sendable {
-    /// The microkernel that `run` uses for `config` on output rows `outputWidth` wide, under the
-    /// current `KernelWidth` (a single pair of output blocks takes the 16-channel variant).
-    public static func kernelName(for config: Conv2DConfig, outputWidth: Int, outputHeight: Int? = nil) -> String {
+    /// The microkernel that `run` uses for `config` on output rows `outputWidth` wide, with
+    /// `options` (a single pair of output blocks takes the 16-channel variant).
+    public static func kernelName(for config: Conv2DConfig, outputWidth: Int, outputHeight: Int? = nil,
+                                  options: KernelOptions = .fastest) -> String {
         let one = config.outChannels <= 16
-        if KernelWidth.current == .simd8 { return config.inChannels < 8 ? "f32-conv-im2col-6x16" : "f32-conv-nchw8c-6x16" }
-        if usesWinograd(config, usesIm2col: config.inChannels < 8, outputHeight: outputHeight ?? outputWidth, outputWidth: outputWidth) {
+        if options.width == .simd8 { return config.inChannels < 8 ? "f32-conv-im2col-6x16" : "f32-conv-nchw8c-6x16" }
+        if usesWinograd(config, usesIm2col: config.inChannels < 8, outputHeight: outputHeight ?? outputWidth,
+                        outputWidth: outputWidth, options: options) {
             return one ? "f32-conv-nchw8c-winograd2x2-12x16" : "f32-conv-nchw8c-winograd2x2-12x32"
         }
         if config.inChannels < 8 { return one ? "f32-conv-im2col-8x16" : "f32-conv-im2col-8x32" }
@@ -39,6 +41,8 @@ public final class BlockedConv2D: @unchecked Sendable {
     /// Pixel tables are padded to this many entries so both widths read whole tiles.
     static let pixelPadding = 24
     public let config: Conv2DConfig
+    /// The kernels `run` takes.
+    public let options: KernelOptions
     /// True when the reduction is over im2col rows (input channels < 8).
     public let usesIm2col: Bool
     let pairs: Int
@@ -57,10 +61,12 @@ public final class BlockedConv2D: @unchecked Sendable {
 
     /// weight: [Cout, Cin, kh, kw]; bias: [Cout] or nil. `im2col`: take the im2col route
     /// (inputs from NCHW tensors only); nil chooses it for input channels < 8.
-    public init(weight: Tensor, bias: Tensor?, config c: Conv2DConfig, im2col: Bool? = nil) {
+    public init(weight: Tensor, bias: Tensor?, config c: Conv2DConfig, im2col: Bool? = nil,
+                options: KernelOptions = .fastest) {
         precondition(c.groups == 1, "BlockedConv2D handles groups = 1 (depthwise has its own kernel)")
         precondition(weight.shape == c.weightShape, "weight must be \(c.weightShape), got \(weight.shape)")
         config = c
+        self.options = options
         usesIm2col = im2col ?? (c.inChannels < 8)
         pairs = (c.outChannels + 15) / 16
         taps = usesIm2col ? 1 : c.kernelH * c.kernelW
@@ -72,7 +78,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         packed.initialize(repeating: 0, count: pairs * panel)
         self.bias = .allocate(capacity: pairs * 16)
         self.bias.initialize(repeating: 0, count: pairs * 16)
-        winograd = Self.winogradSupports(c, usesIm2col: usesIm2col) ? .allocate(capacity: 16 * c.inChannels * c.outChannels) : nil
+        winograd = options.winograd && options.width == .simd16 && Self.winogradSupports(c, usesIm2col: usesIm2col) ? .allocate(capacity: 16 * c.inChannels * c.outChannels) : nil
         repack(weight: weight, bias: bias)
     }
 
@@ -124,12 +130,12 @@ public final class BlockedConv2D: @unchecked Sendable {
         }
         if let r = residual { precondition(r.shape == so, "residual \(r.shape) must match output \(so)") }
         if let u = winograd, placement == nil, si.halo >= 1,
-           Self.usesWinograd(c, usesIm2col: usesIm2col, outputHeight: so.h, outputWidth: so.w) {
+           Self.usesWinograd(c, usesIm2col: usesIm2col, outputHeight: so.h, outputWidth: so.w, options: options) {
             runWinograd(input, into: output, residual: residual, activation: activation, threads: threads, moments: moments,
                         u: UnsafePointer(u))
             return
         }
-        if KernelWidth.current == .simd16, let rowPixels = rowTilePixels(outputWidth: placement?.width ?? so.w) {
+        if options.width == .simd16, let rowPixels = rowTilePixels(outputWidth: placement?.width ?? so.w) {
             runRows(input, into: output, placement: placement, residual: residual, activation: activation,
                     threads: threads, tile: rowPixels, moments: moments)
             return
@@ -138,7 +144,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         // Tiles run over the pixels of all images at once (small images still fill whole tiles),
         // in chunks whose input fits in L2; every chunk sweeps all output-channel pairs.
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
-        let width = KernelWidth.current, tile = Self.tilePixels(width)
+        let width = options.width, tile = Self.tilePixels(width)
         let groups = (g.pixels + tile - 1) / tile
         let bytesPerGroup = reductionBlocks * 8 * 4 * tile * c.strideH * c.strideW
         // With several threads, about eight tasks per thread, so that dynamic claiming evens out a
@@ -181,7 +187,7 @@ public final class BlockedConv2D: @unchecked Sendable {
         precondition(so == outputShape(n: n, h: h, w: w, halo: so.halo), "conv output \(so) mismatched")
         if let r = residual { precondition(r.shape == so) }
         let pixels = so.h * so.w
-        let width = KernelWidth.current, tile = Self.tilePixels(width)
+        let width = options.width, tile = Self.tilePixels(width)
         let groups = (pixels + tile - 1) / tile
         let padded = (pixels + Self.pixelPadding - 1) / Self.pixelPadding * Self.pixelPadding
         let colCount = padded * lanes        // pixel-major: lanes floats per pixel

@@ -9,12 +9,14 @@
 public final class BlockedConvInputGradient: @unchecked Sendable {
     /// The forward kernel the first phase runs on, for an input `inputWidth` wide (phases of a
     /// strided convolution have fewer taps and narrower output rows).
-    public static func kernelName(for c: Conv2DConfig, inputWidth: Int, inputHeight: Int? = nil) -> String {
+    public static func kernelName(for c: Conv2DConfig, inputWidth: Int, inputHeight: Int? = nil,
+                                  options: KernelOptions = .fastest) -> String {
         // Phase (0, 0)'s convolution; it never takes the im2col route, whatever its input channels.
         var phase = phaseConfig(c, py: 0, px: 0) ?? Conv2DConfig(inChannels: c.outChannels, outChannels: c.inChannels, kernelSize: 1)
         phase.inChannels = Swift.max(phase.inChannels, 8)
         let forward = BlockedConv2D.kernelName(for: phase, outputWidth: (inputWidth + c.strideW - 1) / c.strideW,
-                                               outputHeight: inputHeight.map { ($0 + c.strideH - 1) / c.strideH })
+                                               outputHeight: inputHeight.map { ($0 + c.strideH - 1) / c.strideH },
+                                               options: options)
         return forward.replacingOccurrences(of: "f32-conv-", with: "f32-convdgrad-")
     }
     /// The forward convolution.
@@ -37,8 +39,8 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
         return true
     }
 
-    /// weight: [Cout, Cin, kh, kw] of the forward convolution.
-    public init(weight: Tensor, config c: Conv2DConfig) {
+    /// weight: [Cout, Cin, kh, kw] of the forward convolution; `options`: the kernels the phases run on.
+    public init(weight: Tensor, config c: Conv2DConfig, options: KernelOptions = .fastest) {
         precondition(Self.supports(c), "input gradient by convolution does not support \(c)")
         config = c
         var phases: [Phase] = []
@@ -48,7 +50,8 @@ public final class BlockedConvInputGradient: @unchecked Sendable {
                 let kxs = Self.taps(px, c.padW, c.kernelW, c.dilationW, c.strideW)
                 var conv: BlockedConv2D?
                 if let pc = Self.phaseConfig(c, py: py, px: px) {
-                    conv = BlockedConv2D(weight: Self.phaseWeight(weight, c, kys, kxs), bias: nil, config: pc, im2col: false)
+                    conv = BlockedConv2D(weight: Self.phaseWeight(weight, c, kys, kxs), bias: nil, config: pc, im2col: false,
+                                         options: options)
                 }
                 phases.append(Phase(py: py, px: px, kys: kys, kxs: kxs, conv: conv))
             }

@@ -12,10 +12,12 @@ import Foundation
 /// images in order, so the result does not depend on the thread count.
 public enum BlockedConvWeightGradient {
     /// The microkernel `compute` uses for `config`, output rows `outputWidth` wide and a dY halo.
-    public static func kernelName(for c: Conv2DConfig, outputWidth: Int, gradOutputHalo: Int) -> String {
-        guard KernelWidth.current == .simd16 else { return "f32-convwgrad-nchw8c-6x16" }
+    public static func kernelName(for c: Conv2DConfig, outputWidth: Int, gradOutputHalo: Int,
+                                  options: KernelOptions = .fastest) -> String {
+        guard options.width == .simd16 else { return "f32-convwgrad-nchw8c-6x16" }
         let one = c.outChannels <= 16
-        if usesRows(c, outputBlocks: (c.outChannels + 7) / 8, outputWidth: outputWidth, gradOutputHalo: gradOutputHalo) {
+        if usesRows(c, outputBlocks: (c.outChannels + 7) / 8, outputWidth: outputWidth, gradOutputHalo: gradOutputHalo,
+                    width: options.width) {
             return one ? "f32-convwgrad-nchw8c-row8x16" : "f32-convwgrad-nchw8c-row4x32"
         }
         return one ? "f32-convwgrad-nchw8c-12x16" : "f32-convwgrad-nchw8c-12x32"
@@ -25,25 +27,26 @@ public enum BlockedConvWeightGradient {
     /// (16-channel tiles lose half their broadcasts to the 12-row tiles); on short rows of many
     /// channels the 12 × 32 tiles win (measured at batch 128: 64 channels on 8×8, 173 vs 211
     /// GFLOP/s on one core).
-    static func usesRows(_ c: Conv2DConfig, outputBlocks: Int, outputWidth: Int, gradOutputHalo: Int) -> Bool {
-        KernelWidth.current == .simd16 && c.kernelW == 3 && c.strideW == 1 && c.dilationW == 1 && gradOutputHalo >= 1
+    static func usesRows(_ c: Conv2DConfig, outputBlocks: Int, outputWidth: Int, gradOutputHalo: Int,
+                         width: KernelWidth) -> Bool {
+        width == .simd16 && c.kernelW == 3 && c.strideW == 1 && c.dilationW == 1 && gradOutputHalo >= 1
             && (outputBlocks <= 2 || outputWidth >= 32)
     }
 
     /// x: [N, Cin, H, W] with halo ≥ padding; dy: [N, Cout, Ho, Wo] (any halo) → [Cout, Cin, kh, kw].
     public static func compute(input x: BlockedBuffer, gradOutput dy: BlockedBuffer, config c: Conv2DConfig,
-                               threads: Int? = nil) -> Tensor {
+                               threads: Int? = nil, options: KernelOptions = .fastest) -> Tensor {
         precondition(c.groups == 1, "blocked weight gradient handles groups = 1")
         let si = x.shape, so = dy.shape
         precondition(si.c == c.inChannels && si.halo >= c.padH && si.halo >= c.padW, "wgrad input \(si) mismatched")
         let o = c.outputSize(h: si.h, w: si.w)
         precondition(so.n == si.n && so.c == c.outChannels && so.h == o.h && so.w == o.w, "wgrad gradOutput \(so) mismatched")
-        if usesRows(c, outputBlocks: so.blocks, outputWidth: so.w, gradOutputHalo: so.halo) {
+        if usesRows(c, outputBlocks: so.blocks, outputWidth: so.w, gradOutputHalo: so.halo, width: options.width) {
             return computeRows(input: x, gradOutput: dy, config: c, threads: threads)
         }
         let taps = c.kernelH * c.kernelW
         let rows = c.inChannels * taps
-        let wide = KernelWidth.current == .simd16
+        let wide = options.width == .simd16
         let rowsPerTile = wide ? 12 : 6
         let blocksPerTile = wide ? 4 : 2        // dY blocks (8 output channels each) per tile
         let rowTiles = (rows + rowsPerTile - 1) / rowsPerTile

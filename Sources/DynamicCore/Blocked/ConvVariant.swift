@@ -1,8 +1,8 @@
 /// A dense convolution kernel variant by name — the one table the tests and `dynbench` both
 /// iterate (DESIGN §2). Names are `{pass}{k}x{k}[s{stride}]_c{Cin}_k{Cout}_{H}x{W}`, padding k/2:
 /// `conv…` runs the forward convolution (the im2col route when Cin < 8), `dgrad…` the input
-/// gradient, `wgrad…` the weight gradient; `kernelName` says which microkernel that is under the
-/// current `KernelWidth`. All three passes cost 2 × the convolution's multiply-adds.
+/// gradient, `wgrad…` the weight gradient; `kernelName(options:)` says which microkernel that is
+/// with the given `KernelOptions`. All three passes cost 2 × the convolution's multiply-adds.
 public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
     public enum Pass: String, Sendable, CaseIterable {
         case forward = "conv", inputGradient = "dgrad", weightGradient = "wgrad"
@@ -40,15 +40,17 @@ public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { name }
 
-    public var kernelName: String {
+    public func kernelName(options: KernelOptions = .fastest) -> String {
         switch pass {
         case .forward:
             let o = config.outputSize(h: height, w: width)
-            return BlockedConv2D.kernelName(for: config, outputWidth: o.w, outputHeight: o.h)
-        case .inputGradient: return BlockedConvInputGradient.kernelName(for: config, inputWidth: width, inputHeight: height)
+            return BlockedConv2D.kernelName(for: config, outputWidth: o.w, outputHeight: o.h, options: options)
+        case .inputGradient:
+            return BlockedConvInputGradient.kernelName(for: config, inputWidth: width, inputHeight: height, options: options)
         case .weightGradient:
             return BlockedConvWeightGradient.kernelName(for: config, outputWidth: config.outputSize(h: height, w: width).w,
-                                                        gradOutputHalo: Swift.max(config.kernelH, config.kernelW))
+                                                        gradOutputHalo: Swift.max(config.kernelH, config.kernelW),
+                                                        options: options)
         }
     }
 
@@ -66,14 +68,15 @@ public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
     }()
 
     /// Random inputs for `batch` images and a call that runs the variant once on them.
-    public func prepare(batch: Int, threads: Int?, seed: UInt64 = 0) -> () -> Void {
-        let r = Run(self, batch: batch, seed: seed)
+    public func prepare(batch: Int, threads: Int?, seed: UInt64 = 0, options: KernelOptions = .fastest) -> () -> Void {
+        let r = Run(self, batch: batch, seed: seed, options: options)
         return { r.execute(threads: threads) }
     }
 
     /// The variant's fast result and its `Reference` twin's, on random data (for tests).
-    public func check(batch: Int, threads: Int?, seed: UInt64 = 0) -> (fast: Tensor, reference: Tensor) {
-        let r = Run(self, batch: batch, seed: seed)
+    public func check(batch: Int, threads: Int?, seed: UInt64 = 0,
+                      options: KernelOptions = .fastest) -> (fast: Tensor, reference: Tensor) {
+        let r = Run(self, batch: batch, seed: seed, options: options)
         return (r.fast(threads: threads), r.reference())
     }
 
@@ -83,9 +86,10 @@ public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
         let x: Tensor, w: Tensor, dy: Tensor
         let xb: BlockedBuffer, dyb: BlockedBuffer, out: BlockedBuffer
         let forward: BlockedConv2D?, inputGradient: BlockedConvInputGradient?
+        let options: KernelOptions
 
-        init(_ v: ConvVariant, batch n: Int, seed: UInt64) {
-            self.v = v
+        init(_ v: ConvVariant, batch n: Int, seed: UInt64, options: KernelOptions) {
+            (self.v, self.options) = (v, options)
             var rng = SeededRNG(seed: seed)
             let c = v.config, o = c.outputSize(h: v.height, w: v.width)
             x = Tensor.normal([n, c.inChannels, v.height, v.width], rng: &rng)
@@ -96,12 +100,12 @@ public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
             dyb = BlockedBuffer(dy, halo: halo)
             switch v.pass {
             case .forward:
-                forward = BlockedConv2D(weight: w, bias: nil, config: c)
+                forward = BlockedConv2D(weight: w, bias: nil, config: c, options: options)
                 inputGradient = nil
                 out = BlockedBuffer(BlockedShape(n: n, c: c.outChannels, h: o.h, w: o.w, halo: 1))
             case .inputGradient:
                 forward = nil
-                inputGradient = BlockedConvInputGradient(weight: w, config: c)
+                inputGradient = BlockedConvInputGradient(weight: w, config: c, options: options)
                 out = BlockedBuffer(BlockedShape(n: n, c: c.inChannels, h: v.height, w: v.width, halo: 1))
             case .weightGradient:
                 (forward, inputGradient) = (nil, nil)
@@ -120,7 +124,8 @@ public struct ConvVariant: Hashable, Sendable, CustomStringConvertible {
             case .inputGradient:
                 inputGradient!.run(dyb, into: out, threads: threads)
             case .weightGradient:
-                return BlockedConvWeightGradient.compute(input: xb, gradOutput: dyb, config: v.config, threads: threads)
+                return BlockedConvWeightGradient.compute(input: xb, gradOutput: dyb, config: v.config, threads: threads,
+                                                        options: options)
             }
             return nil
         }

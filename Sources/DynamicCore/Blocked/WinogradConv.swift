@@ -28,13 +28,10 @@ private func storeRow(_ v: (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<
 }
 
 extension BlockedConv2D {
-    /// Whether eligible convolutions take the Winograd route (16-lane kernels only). Off, every
-    /// convolution runs on the direct kernels: for comparisons (`dynbench --no-winograd`) and tests.
-    nonisolated(unsafe) public static var allowsWinograd = true
-
     /// Whether a run of `c` with this output size takes the Winograd route.
-    static func usesWinograd(_ c: Conv2DConfig, usesIm2col: Bool, outputHeight: Int, outputWidth: Int) -> Bool {
-        allowsWinograd && KernelWidth.current == .simd16 && winogradSupports(c, usesIm2col: usesIm2col)
+    static func usesWinograd(_ c: Conv2DConfig, usesIm2col: Bool, outputHeight: Int, outputWidth: Int,
+                             options: KernelOptions) -> Bool {
+        options.winograd && options.width == .simd16 && winogradSupports(c, usesIm2col: usesIm2col)
             && outputHeight % 2 == 0 && outputWidth % 2 == 0
     }
 

@@ -7,12 +7,12 @@ import DynamicShims
 public enum PeakProbe {
     /// Runs `iterations` × 12 FMAs on vectors of `width` lanes and returns a checksum so the
     /// work cannot be optimized away.
-    public static func fmaLoop(iterations: Int, seed: Float, width: KernelWidth = KernelWidth.current) -> Float {
+    public static func fmaLoop(iterations: Int, seed: Float, width: KernelWidth = .fastest) -> Float {
         width == .simd16 ? fmaLoop16(iterations: iterations, seed: seed) : fmaLoop8(iterations: iterations, seed: seed)
     }
 
     /// FLOPs done by `fmaLoop(iterations:width:)`.
-    public static func flops(iterations: Int, width: KernelWidth = KernelWidth.current) -> Double {
+    public static func flops(iterations: Int, width: KernelWidth = .fastest) -> Double {
         Double(iterations) * 12 * 2 * (width == .simd16 ? 16 : 8)
     }
 

@@ -13,7 +13,7 @@ public enum TargetFeatures {
 
     public static var summary: String {
         #if arch(x86_64)
-        return "x86_64 avx2=\(hasAVX2) avx512=\(hasAVX512) fma=\(hasFMA) kernels=\(KernelWidth.current)"
+        return "x86_64 avx2=\(hasAVX2) avx512=\(hasAVX512) fma=\(hasFMA)"
         #elseif arch(arm64)
         return "arm64 neon fma=true"
         #else
@@ -23,23 +23,33 @@ public enum TargetFeatures {
 }
 
 /// The vector width of the convolution kernels: 8 lanes (`SIMD8`, one AVX2 ymm register) or 16
-/// (`SIMD16`, one AVX-512 zmm). Both are correct on every target; the default is the one this
-/// build runs fastest. Tests and `dynbench` switch it to check and time both.
+/// (`SIMD16`, one AVX-512 zmm). Both are correct on every target.
 public enum KernelWidth: String, Sendable, CaseIterable, CustomStringConvertible {
     case simd8, simd16
 
-    /// The width convolution kernels use from now on (not for changing while kernels run).
-    nonisolated(unsafe) public static var current: KernelWidth = TargetFeatures.hasAVX512 ? .simd16 : .simd8
+    /// The width this build runs fastest: 16 lanes when it targets AVX-512.
+    public static let fastest: KernelWidth = TargetFeatures.hasAVX512 ? .simd16 : .simd8
 
     public var description: String { rawValue }
+}
 
-    /// Runs `body` with `current` set to `width`, restoring it afterwards.
-    public static func with<T>(_ width: KernelWidth, _ body: () throws -> T) rethrows -> T {
-        let saved = current
-        current = width
-        defer { current = saved }
-        return try body()
+/// Which convolution kernels a packed convolution runs on. The default is the fastest this build
+/// has; tests and `dynbench` pass others to check and time them (`--width`, `--no-winograd`).
+public struct KernelOptions: Hashable, Sendable, CustomStringConvertible {
+    /// The vector width of the direct kernels.
+    public var width: KernelWidth
+    /// Whether eligible 3×3 stride-1 convolutions take the Winograd F(2×2, 3×3) route (16-lane
+    /// kernels only); off, every convolution runs on the direct kernels.
+    public var winograd: Bool
+
+    public init(width: KernelWidth = .fastest, winograd: Bool = true) {
+        (self.width, self.winograd) = (width, winograd)
     }
+
+    /// The fastest kernels of this build.
+    public static let fastest = KernelOptions()
+
+    public var description: String { "kernels=\(width)\(winograd ? "" : " no-winograd")" }
 }
 
 /// acc + a·b, fused when the target has FMA (the branch folds at compile time).

@@ -40,7 +40,7 @@ extension ConvBNUnit {
             return foldedForward(x, residual: residual, activation: act, outShape: outShape)
         }
         precondition(act.isClamp, "\(act) is not fused into convolutions")
-        let k = conv.trainingKernels()
+        let k = conv.trainingKernels(options: e.kernels)
         let xb = x.blocked(halo: Swift.max(c.padH, c.padW, 1))
         let z = e.buffer(outShape)
         let moments = ConvMoments()
@@ -86,7 +86,7 @@ extension ConvBNUnit {
     /// The eval-mode pass: BN folded into the packed weights, activation and residual in the epilogue.
     private func foldedForward(_ x: FeatureMap, residual: FeatureMap?, activation act: Activation,
                                outShape: BlockedShape) -> FeatureMap {
-        let e = x.engine, conv = blocked()
+        let e = x.engine, conv = blocked(options: e.kernels)
         let out = e.buffer(outShape)
         let r = residual?.blocked()
         precondition(r.map { $0.shape == outShape } != false, "residual buffer \(r!.shape) is not \(outShape)")

@@ -8,14 +8,15 @@ final class ConvTrainingKernels: @unchecked Sendable {
     let inputGradient: BlockedConvInputGradient
     private var versions: (UInt64, UInt64)
 
-    init(_ conv: Conv2d) {
+    init(_ conv: Conv2d, options: KernelOptions) {
         let c = conv.config
         precondition(c.groups == 1 && BlockedConvInputGradient.supports(c),
                      "the engine runs dense convolutions (groups = 1) with padding ≥ stride − 1, got \(c)")
         // The 3 input channels of an RGB stem run as one zero-padded 8-channel block on the
         // direct kernels with the moments fused, not im2col (1.4–1.9 → 0.9 ms per ResNet step).
-        forward = BlockedConv2D(weight: conv.weight.value, bias: conv.bias?.value, config: c, im2col: false)
-        inputGradient = BlockedConvInputGradient(weight: conv.weight.value, config: c)
+        forward = BlockedConv2D(weight: conv.weight.value, bias: conv.bias?.value, config: c, im2col: false,
+                                options: options)
+        inputGradient = BlockedConvInputGradient(weight: conv.weight.value, config: c, options: options)
         versions = (conv.weight.version, conv.bias?.version ?? 0)
     }
 
@@ -29,16 +30,16 @@ final class ConvTrainingKernels: @unchecked Sendable {
 }
 
 extension Conv2d {
-    /// The unfolded convolution packed for the engine (and its input gradient), re-packed when
-    /// the parameters changed.
-    func trainingKernels() -> ConvTrainingKernels {
+    /// The unfolded convolution packed for the engine's kernels (and its input gradient),
+    /// re-packed when the parameters changed.
+    func trainingKernels(options: KernelOptions) -> ConvTrainingKernels {
         packLock.lock()
         defer { packLock.unlock() }
-        if let k = packedKernels {
+        if let k = packedKernels, k.forward.options == options {
             k.repackIfNeeded(self)
             return k
         }
-        let k = ConvTrainingKernels(self)
+        let k = ConvTrainingKernels(self, options: options)
         packedKernels = k
         return k
     }
@@ -52,7 +53,8 @@ extension ConvTrainingKernels {
     func backward(_ conv: Conv2d, gradient dz: PooledBuffer, input: FeatureMap, inputBuffer: PooledBuffer) {
         let threads = input.engine.threads
         conv.weight.accumulateGrad(BlockedConvWeightGradient.compute(input: inputBuffer.buffer, gradOutput: dz.buffer,
-                                                                     config: conv.config, threads: threads))
+                                                                     config: conv.config, threads: threads,
+                                                                     options: forward.options))
         if let bias = conv.bias {
             bias.accumulateGrad(Tensor(shape: [conv.config.outChannels], scalars: BlockedOps.channelSums(dz.buffer, threads: threads)))
         }

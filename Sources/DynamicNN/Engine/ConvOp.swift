@@ -12,7 +12,7 @@ extension Conv2d {
         let perImage = c.macs(h: x.h, w: x.w)
         e.charge(ComputeCost(macs: perImage, referenceFLOPs: perImage + (activation == .relu ? c.outChannels * o.h * o.w : 0)),
                  samples: x.samples)
-        let k = trainingKernels()
+        let k = trainingKernels(options: e.kernels)
         let xb = x.blocked(halo: Swift.max(c.padH, c.padW, 1))
         let y = e.buffer(BlockedShape(n: x.n, c: c.outChannels, h: o.h, w: o.w, halo: 1))
         k.forward.run(xb.buffer, into: y.buffer, activation: activation, threads: e.threads)

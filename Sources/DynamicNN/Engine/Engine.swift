@@ -17,6 +17,8 @@ import Foundation
 public final class Engine: @unchecked Sendable {
     /// Threads inside each op.
     public var threads: Int
+    /// The convolution kernels the ops run on.
+    public let kernels: KernelOptions
     let pool = BufferPool()
     /// True between `begin(recording: true)` and the end of `backward`.
     public private(set) var isRecording = false
@@ -28,8 +30,9 @@ public final class Engine: @unchecked Sendable {
     /// Single-threaded engines for `runMicroBatches`, one per worker.
     private var workers: [Engine] = []
 
-    public init(threads: Int? = nil) {
+    public init(threads: Int? = nil, kernels: KernelOptions = .fastest) {
         self.threads = Swift.max(1, threads ?? Parallel.defaultThreads)
+        self.kernels = kernels
     }
 
     /// Starts a forward over a batch of `batch` samples: clears the tape and the costs.
@@ -109,7 +112,7 @@ public final class Engine: @unchecked Sendable {
         // Equal contiguous shares per worker (round-robin over micro-batches left one worker a
         // whole micro-batch more: 6 vs 5 at batch 64), each walked in micro-batches.
         let count = Swift.min(threads, chunks)
-        while workers.count < count { workers.append(Engine(threads: 1)) }
+        while workers.count < count { workers.append(Engine(threads: 1, kernels: kernels)) }
         let shares = Parallel.ranges(n, parts: count)
         var outputs = [[Tensor]](repeating: [], count: count)
         var costs = [[ComputeCost]](repeating: [], count: count)

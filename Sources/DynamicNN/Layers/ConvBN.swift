@@ -43,14 +43,14 @@ public final class ConvBNUnit: @unchecked Sendable {
         return r
     }
 
-    /// The folded convolution packed for the NCHW8c kernel (groups = 1), cached.
-    public func blocked() -> BlockedConv2D {
+    /// The folded convolution packed for the NCHW8c kernels `options` names (groups = 1), cached.
+    public func blocked(options: KernelOptions = .fastest) -> BlockedConv2D {
         lock.lock()
         defer { lock.unlock() }
         let v = versions
-        if let p = packed, p.versions == v { return p.conv }
+        if let p = packed, p.versions == v, p.conv.options == options { return p.conv }
         let f = foldedWeights()
-        let c = BlockedConv2D(weight: f.weight, bias: f.bias, config: conv.config)
+        let c = BlockedConv2D(weight: f.weight, bias: f.bias, config: conv.config, options: options)
         packed = (c, v)
         return c
     }

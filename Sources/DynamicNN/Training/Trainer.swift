@@ -67,6 +67,8 @@ public struct TrainingOptions: Sendable {
     public var flipTTA = false
     /// Threads of the engine (nil: `Parallel.defaultThreads`).
     public var threads: Int?
+    /// The convolution kernels the engine runs on.
+    public var kernels = KernelOptions.fastest
     /// A live progress line on standard error and a line per epoch on standard output.
     public var showsProgress = true
 
@@ -126,7 +128,7 @@ public final class Trainer {
         self.network = network
         self.optimizer = optimizer
         self.options = options
-        engine = Engine(threads: options.threads)
+        engine = Engine(threads: options.threads, kernels: options.kernels)
     }
 
     // MARK: - Steps and scoring

@@ -200,7 +200,7 @@ extension Trainer {
         let threads = String(options.threads ?? Parallel.defaultThreads)
         do {
             try csv.write(to: dir.appendingPathComponent("log.csv"), atomically: true, encoding: .utf8)
-            try enc.encode(TrainingLog(config: config.merging(["threads": threads, "target": TargetFeatures.summary]) { a, _ in a },
+            try enc.encode(TrainingLog(config: config.merging(["threads": threads, "target": "\(TargetFeatures.summary) \(options.kernels)"]) { a, _ in a },
                                        epochs: records)).write(to: dir.appendingPathComponent("log.json"))
         } catch { throw .io("cannot write the log in \(dir.path): \(error)") }
     }
