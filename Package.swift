@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "DynamicNN", targets: ["DynamicNN"]),
         .library(name: "DynamicData", targets: ["DynamicData"]),
         .library(name: "Backbones", targets: ["Backbones"]),
+        .library(name: "EarlyExit", targets: ["EarlyExit"]),
         .executable(name: "dynbench", targets: ["dynbench"]),
     ],
     targets: [
@@ -24,7 +25,9 @@ let package = Package(
         .target(name: "DynamicData", dependencies: ["DynamicCore", "DynamicNN"]),
         // CIFAR ResNets, torchvision ResNet-18/50, SmallCNN — on the engine.
         .target(name: "Backbones", dependencies: ["DynamicNN"]),
-        .target(name: "DynamicInference", dependencies: ["DynamicCore", "DynamicNN", "DynamicData", "Backbones"]),
+        // Early-exit networks, exit policies, anytime and budgeted evaluation.
+        .target(name: "EarlyExit", dependencies: ["DynamicNN", "Backbones"]),
+        .target(name: "DynamicInference", dependencies: ["DynamicCore", "DynamicNN", "DynamicData", "Backbones", "EarlyExit"]),
         .executableTarget(name: "dynbench", dependencies: ["DynamicInference"], path: "Benchmarks/dynbench"),
         // assertClose and friends, shared by the test targets.
         .target(name: "TestSupport", dependencies: ["DynamicCore"], path: "Tests/TestSupport"),
@@ -33,6 +36,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "BackbonesTests", dependencies: ["Backbones", "DynamicNN", "DynamicData", "TestSupport"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "EarlyExitTests", dependencies: ["EarlyExit", "Backbones", "DynamicNN", "TestSupport"]),
         .testTarget(
             name: "DynamicNNTests", dependencies: ["DynamicNN", "DynamicData", "Backbones", "TestSupport"],
             resources: [.copy("Fixtures")]),

@@ -70,7 +70,7 @@ public final class CIFARResNet: Module, Layer {
     public let pool = GlobalAvgPool2d()
     public let linear: Linear
     public let name: String
-    let stem: ConvBNUnit
+    public let stem: ConvBNUnit
     /// Threads for the engine and the layer path (nil: `Parallel.defaultThreads`).
     public var threads: Int?
     /// False: the layer-by-layer NCHW path instead of the engine.
@@ -203,6 +203,13 @@ public final class CIFARResNet: Module, Layer {
 extension CIFARResNet: TrainableNetwork {
     public func outputs(_ x: FeatureMap) -> [Variable] { [forward(x)] }
     public func inferenceMicroBatch(height: Int, width: Int) -> Int { microBatch(h: height, w: width) }
+}
+
+/// Dense: every sample runs the whole network (`DensePolicy`).
+extension CIFARResNet: AdaptiveModel {
+    public typealias Decision = DenseDecision
+    public typealias Policy = DensePolicy
+    public var inputChannels: Int { 3 }
 }
 
 extension BasicBlock: Differentiable {

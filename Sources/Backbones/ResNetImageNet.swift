@@ -167,3 +167,10 @@ extension ImageNetResNet: TrainableNetwork {
     public func outputs(_ x: FeatureMap) -> [Variable] { [forward(x)] }
     public func inferenceMicroBatch(height: Int, width: Int) -> Int { 2 }
 }
+
+/// Dense: every sample runs the whole network (`DensePolicy`).
+extension ImageNetResNet: AdaptiveModel {
+    public typealias Decision = DenseDecision
+    public typealias Policy = DensePolicy
+    public var inputChannels: Int { 3 }
+}

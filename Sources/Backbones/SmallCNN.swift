@@ -162,3 +162,10 @@ public final class SmallCNN: Module, Layer, Differentiable {
 extension SmallCNN: TrainableNetwork {
     public func outputs(_ x: FeatureMap) -> [Variable] { [forward(x)] }
 }
+
+/// Dense: every sample runs the whole network (`DensePolicy`).
+extension SmallCNN: AdaptiveModel {
+    public typealias Decision = DenseDecision
+    public typealias Policy = DensePolicy
+    public var inputChannels: Int { inChannels }
+}

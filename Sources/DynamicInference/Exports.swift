@@ -3,3 +3,4 @@
 @_exported import DynamicNN
 @_exported import DynamicData
 @_exported import Backbones
+@_exported import EarlyExit

@@ -222,6 +222,20 @@ final class EngineOpTests: XCTestCase {
         XCTAssertEqual(g.toTensor().scalars, Tensor.concatBatch([x.batch(4), x.batch(0), x.batch(2)]).scalars)
     }
 
+    func testReplacingRows() {
+        var rng = SeededRNG(seed: 16)
+        let x = Tensor.normal([5, 7, 3, 3], rng: &rng)
+        let s = Tensor.normal([5, 7], rng: &rng)
+        check(maps: [x], vectors: [s], h: 0.5, tol: 1e-4, "gather → scale → replace rows") { m, v in
+            let rows = [3, 1]
+            let u = m[0].gathering(rows: rows).scaled(by: v[0].gathering(rows: rows))
+            return m[0].replacing(rows: rows, with: u).flattened()
+        }
+        check(maps: [x], vectors: [s], h: 0.5, tol: 1e-4, "updating rows") { m, v in
+            m[0].updatingRows([4, 0, 2]) { $0.scaled(by: v[0].gathering(rows: [4, 0, 2])) }.flattened()
+        }
+    }
+
     func testAddScaleResizePool() {
         var rng = SeededRNG(seed: 8)
         let a = FiniteDifferences.spreadValues([2, 9, 4, 4], spacing: 0.05, seed: 1)

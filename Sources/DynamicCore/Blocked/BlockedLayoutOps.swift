@@ -56,6 +56,18 @@ extension BlockedOps {
         }
     }
 
+    /// Sets images `rows` of y to zero, whole planes (the halo stays zero).
+    public static func zeroImages(_ y: BlockedBuffer, rows: [Int], threads: Int? = nil) {
+        let s = y.shape
+        precondition(rows.allSatisfy { $0 >= 0 && $0 < s.n }, "zeroImages: rows of \(s)")
+        rows.withUnsafeBufferPointer { rp in
+            let rp = rp.baseAddress!
+            Parallel.forEach(rows.count * s.blocks, threads: threads) { t in
+                (y.pointer + rp[t / s.blocks] * s.imageStride + (t % s.blocks) * s.blockStride).update(repeating: 0, count: s.blockStride)
+            }
+        }
+    }
+
     /// y[i] (= or +=) x[rows[i]] for every image i of y: a sub-batch gathered. Shapes other than
     /// N must match, halos included.
     public static func copyImages(_ x: BlockedBuffer, rows: [Int], into y: BlockedBuffer, accumulate: Bool = false,

@@ -7,14 +7,15 @@ import Foundation
 /// last user left there, so every op writes the whole interior of what it takes.
 public final class PooledBuffer: @unchecked Sendable {
     public let buffer: BlockedBuffer
-    private let pool: BufferPool
+    /// nil for a buffer the caller owns (`Engine.map(wrapping:)`): it is never given to a pool.
+    private let pool: BufferPool?
 
-    init(_ buffer: BlockedBuffer, pool: BufferPool) {
+    init(_ buffer: BlockedBuffer, pool: BufferPool?) {
         self.buffer = buffer
         self.pool = pool
     }
 
-    deinit { pool.give(buffer) }
+    deinit { pool?.give(buffer) }
 
     public var shape: BlockedShape { buffer.shape }
     public var pointer: UnsafeMutablePointer<Float> { buffer.pointer }

@@ -16,10 +16,12 @@ public final class FeatureMap {
         case nchw(Tensor)
         /// y = z·scale + shift per channel (a training-mode batch norm's output), not stored yet.
         case normalized(z: PooledBuffer, scale: [Float], shift: [Float])
+        /// Its buffer went to another map (`replacing(rows:with:)`).
+        case consumed
     }
     var storage: Storage
     /// A copy with a wider halo, for convolutions whose padding exceeds 1.
-    private var wide: PooledBuffer?
+    var wide: PooledBuffer?
     /// The engine batch's sample index of each of the N rows (nil: rows 0..<N of the batch).
     public let samples: [Int]?
 
@@ -85,6 +87,8 @@ public final class FeatureMap {
                                        threads: engine.threads)
             storage = .blocked(y)
             return y
+        case .consumed:
+            preconditionFailure("this \(shape) map was consumed by replacing(rows:with:); read the map it returned")
         }
     }
 
