@@ -89,6 +89,37 @@ final class BlockedKernelTests: XCTestCase {
         } } } }
         assertClose(out.toTensor(), Reference.relu(Reference.conv2d(x, weight: w, bias: conv.biasTensor, config: cfg)), tol: 2e-6)
     }
+
+    /// `inputImages`: the active images of a larger batch read in place give the same bits as the
+    /// same images gathered first — on the Winograd, row and pixel-table routes, both widths.
+    func testInputImagesReadTheActiveImagesInPlace() {
+        var rng = SeededRNG(seed: 51)
+        // Winograd (16 lanes), rows (16 lanes, 24 channels), pixel tables (stride 2; 1×1).
+        let cases = [(16, 32, 3, 1, 1, 8), (24, 32, 3, 1, 1, 16), (16, 24, 3, 2, 1, 9), (8, 16, 1, 1, 0, 5)]
+        forEachKernelWidth { options in
+            for (cin, cout, k, s, p, size) in cases {
+                for winograd in [true, false] {
+                    let cfg = Conv2DConfig(inChannels: cin, outChannels: cout, kernelSize: k, stride: s, padding: p)
+                    let conv = BlockedConv2D(weight: Tensor.normal(cfg.weightShape, rng: &rng), bias: Tensor.normal([cout], rng: &rng),
+                                             config: cfg, options: KernelOptions(width: options.width, winograd: winograd))
+                    let x = Tensor.normal([5, cin, size, size], rng: &rng)
+                    let images = [4, 1, 3]
+                    let gathered = BlockedBuffer(Tensor.concatBatch(images.map { x.batch($0) }), halo: 1)
+                    let shape = conv.outputShape(n: 3, h: size, w: size, halo: 1)
+                    let residual = BlockedBuffer(shape)
+                    residual.load(Tensor.normal([3, cout, shape.h, shape.w], rng: &rng))
+                    let want = BlockedBuffer(shape), got = BlockedBuffer(shape)
+                    conv.run(gathered, into: want, residual: residual, activation: .relu, threads: 2)
+                    conv.run(BlockedBuffer(x, halo: 1), inputImages: images, into: got, residual: residual, activation: .relu, threads: 2)
+                    let tag = "\(cin)→\(cout) k\(k) s\(s) \(size)² \(options.width) winograd \(winograd) "
+                        + conv.kernelNameForTest(outputWidth: shape.w, outputHeight: shape.h)
+                    XCTAssertEqual(got.toTensor().scalars, want.toTensor().scalars, tag)
+                    XCTAssertTrue(got.haloIsZero, tag)
+                }
+            }
+        }
+    }
+
 }
 
 final class BlockedOpsTests: XCTestCase {
@@ -373,4 +404,10 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+}
+
+private extension BlockedConv2D {
+    func kernelNameForTest(outputWidth: Int, outputHeight: Int) -> String {
+        BlockedConv2D.kernelName(for: config, outputWidth: outputWidth, outputHeight: outputHeight, options: options)
+    }
 }

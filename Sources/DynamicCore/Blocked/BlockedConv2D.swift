@@ -112,10 +112,18 @@ public final class BlockedConv2D: @unchecked Sendable {
     /// `moments`: Σ and Σ² per channel of the stored outputs, gathered in the kernels' epilogues
     /// (the batch statistics of a training-mode batch norm after this convolution, without a
     /// sweep over the output).
-    public func run(_ input: BlockedBuffer, into output: BlockedBuffer, placement: OutputPlacement? = nil,
-                    residual: BlockedBuffer? = nil, activation: Activation = .identity, threads: Int? = nil,
-                    moments: ConvMoments? = nil) {
-        let c = config, si = input.shape, so = output.shape
+    /// `inputImages`: output image i is computed from input image `inputImages[i]` (any N):
+    /// the active samples of a batch read where they are, without gathering them first.
+    public func run(_ input: BlockedBuffer, inputImages: [Int]? = nil, into output: BlockedBuffer,
+                    placement: OutputPlacement? = nil, residual: BlockedBuffer? = nil, activation: Activation = .identity,
+                    threads: Int? = nil, moments: ConvMoments? = nil) {
+        let c = config, so = output.shape
+        var si = input.shape
+        if let images = inputImages {
+            precondition(images.count == so.n && images.allSatisfy { $0 >= 0 && $0 < si.n },
+                         "conv input images \(images.count) for an output of \(so.n), from \(si.n) images")
+            si.n = so.n       // the shape the images form; offsets still use the input's image stride
+        }
         precondition(!usesIm2col, "input channels < 8: use run(nchw:into:)")
         precondition(si.c == c.inChannels && si.halo >= c.padH && si.halo >= c.padW,
                      "conv input \(si) needs \(c.inChannels) channels and halo ≥ padding")
@@ -131,16 +139,31 @@ public final class BlockedConv2D: @unchecked Sendable {
         if let r = residual { precondition(r.shape == so, "residual \(r.shape) must match output \(so)") }
         if let u = winograd, placement == nil, si.halo >= 1,
            Self.usesWinograd(c, usesIm2col: usesIm2col, outputHeight: so.h, outputWidth: so.w, options: options) {
-            runWinograd(input, into: output, residual: residual, activation: activation, threads: threads, moments: moments,
+            runWinograd(input, images: inputImages, into: output, residual: residual, activation: activation, threads: threads,
+                        moments: moments,
                         u: UnsafePointer(u))
             return
         }
         if options.width == .simd16, let rowPixels = rowTilePixels(outputWidth: placement?.width ?? so.w) {
-            runRows(input, into: output, placement: placement, residual: residual, activation: activation,
+            runRows(input, images: inputImages, into: output, placement: placement, residual: residual, activation: activation,
                     threads: threads, tile: rowPixels, moments: moments)
             return
         }
-        let g = geometryFor(input: si, output: so, placement: placement)
+        var g = geometryFor(input: si, output: so, placement: placement)
+        // Active images: the pixel table points into the images given (one table per call).
+        var remapped: UnsafeMutablePointer<Int>?
+        defer { remapped?.deallocate() }
+        if let images = inputImages {
+            let padded = (g.pixels + Self.pixelPadding - 1) / Self.pixelPadding * Self.pixelPadding
+            let table = UnsafeMutablePointer<Int>.allocate(capacity: padded)
+            let perImage = g.pixels / so.n
+            for i in 0..<padded {
+                let n = Swift.min(i, g.pixels - 1) / perImage
+                table[i] = g.pixIn[i] + (images[n] - n) * si.imageStride
+            }
+            remapped = table
+            g.pixIn = table
+        }
         // Tiles run over the pixels of all images at once (small images still fill whole tiles),
         // in chunks whose input fits in L2; every chunk sweeps all output-channel pairs.
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)

@@ -19,11 +19,12 @@ extension BlockedConv2D {
 
     /// `run` on row tiles: `tile` consecutive output pixels of one row (a row's last tile is
     /// shifted left to end at the row's end and stores only the pixels the one before left).
-    func runRows(_ input: BlockedBuffer, into output: BlockedBuffer, placement: OutputPlacement?,
+    func runRows(_ input: BlockedBuffer, images: [Int]?, into output: BlockedBuffer, placement: OutputPlacement?,
                          residual: BlockedBuffer?, activation: Activation, threads: Int?, tile: Int, moments: ConvMoments?) {
         let c = config, si = input.shape, so = output.shape
         let p = placement ?? OutputPlacement(height: so.h, width: so.w, strideH: 1, strideW: 1, offsetY: 0, offsetX: 0)
         let segments = (p.width + tile - 1) / tile
+        let inputImage = images ?? Array(0..<so.n)
         let tiles = so.n * p.height * segments
         let threads = Swift.max(1, threads ?? Parallel.defaultThreads)
         // About eight tasks per thread (dynamic claiming evens out a late worker); channel pairs are
@@ -47,7 +48,7 @@ extension BlockedConv2D {
                 let oy = rest / segments, segment = rest % segments
                 let ox0 = Swift.min(segment * tile, p.width - tile)
                 let first = segment * tile - ox0
-                let xo = x + n * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, ox0 - c.padW)
+                let xo = x + inputImage[n] * si.imageStride + si.pixelOffset(oy * c.strideH - c.padH, ox0 - c.padW)
                 let out = n * so.imageStride + so.pixelOffset(oy * p.strideH + p.offsetY, ox0 * p.strideW + p.offsetX)
                 var j = jr.lowerBound
                 while j < jr.upperBound {

@@ -69,7 +69,7 @@ extension BlockedConv2D {
     }
 
     /// `run` on the Winograd route: no placement, input halo ≥ 1, even output height and width.
-    func runWinograd(_ input: BlockedBuffer, into output: BlockedBuffer, residual: BlockedBuffer?, activation: Activation,
+    func runWinograd(_ input: BlockedBuffer, images: [Int]?, into output: BlockedBuffer, residual: BlockedBuffer?, activation: Activation,
                      threads: Int?, moments: ConvMoments?, u: UnsafePointer<Float>) {
         let c = config, si = input.shape, so = output.shape
         let (cin, cout) = (c.inChannels, c.outChannels)
@@ -84,6 +84,7 @@ extension BlockedConv2D {
         let (x, y, r) = (UnsafePointer(input.pointer), output.pointer, residual.map { UnsafePointer($0.pointer) })
         let (lo, hi) = Self.clampBounds(activation)
         let outBlocks = so.blocks
+        let inputImage = images ?? Array(0..<so.n)
         Parallel.forEach(chunks, threads: threads) { ci in
             let vBuf = UnsafeMutablePointer<Float>.allocate(capacity: 16 * tT * cin)
             let mBuf = UnsafeMutablePointer<Float>.allocate(capacity: 16 * tT * cout)
@@ -98,7 +99,7 @@ extension BlockedConv2D {
                     let t = t0 + i
                     let n = t / perImage, ty = (t % perImage) / tilesX, tx = t % tilesX
                     outOffsets[i] = n * so.imageStride + so.pixelOffset(2 * ty, 2 * tx)
-                    let origin = x + n * si.imageStride + si.pixelOffset(2 * ty - 1, 2 * tx - 1)
+                    let origin = x + inputImage[n] * si.imageStride + si.pixelOffset(2 * ty - 1, 2 * tx - 1)
                     for cp in 0..<(cin / 16) {
                         let o = origin + 2 * cp * si.blockStride
                         let row = si.wp * 8

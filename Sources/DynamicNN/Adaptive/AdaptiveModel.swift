@@ -91,20 +91,25 @@ public enum PolicyError: Error, Equatable, CustomStringConvertible {
 extension AdaptiveModel {
     /// The analysis forward of x [N, C, H, W]: every output's logits and the cost per sample.
     /// Throws `InputError` for a wrongly shaped input.
+    /// Large batches run in micro-batches on the engine's workers (`Engine.runMicroBatches`).
     public func analyze(_ x: Tensor, engine: Engine = Engine()) throws(InputError) -> AdaptiveAnalysis {
         try checkInput(x)
-        engine.begin(batch: x.shape[0], recording: false)
-        let outputs = self.outputs(engine.input(x)).map(\.value)
+        let outputs = engine.runMicroBatches(x, microBatch: inferenceMicroBatch(height: x.shape[2], width: x.shape[3]),
+                                             outputs: self.outputs)
         return AdaptiveAnalysis(outputs: outputs, costs: engine.sampleCosts)
     }
 
     /// The deployment forward of x [N, C, H, W] under `policy`: the logits, decisions and cost
-    /// of each sample. Throws `InputError` or `PolicyError`; nothing runs then.
+    /// of each sample. Throws `InputError` or `PolicyError`; nothing runs then. Large batches run
+    /// in micro-batches on the engine's workers, each deciding for its own samples.
     public func infer(_ x: Tensor, policy: Policy, engine: Engine = Engine()) throws -> AdaptiveOutput<Decision> {
         try checkInput(x)
         try validate(policy)
-        engine.begin(batch: x.shape[0], recording: false)
-        let (logits, decisions) = deploy(engine.input(x), policy: policy)
+        let parts = engine.runMicroBatches(x, microBatch: inferenceMicroBatch(height: x.shape[2], width: x.shape[3])) {
+            self.deploy($0, policy: policy)
+        }
+        let logits = parts.count == 1 ? parts[0].logits : Tensor.concatBatch(parts.map(\.logits))
+        let decisions = parts.flatMap(\.decisions)
         precondition(decisions.count == x.shape[0] && logits.shape.first == x.shape[0], "deploy must answer for every sample")
         return AdaptiveOutput(logits: logits, decisions: decisions, costs: engine.sampleCosts)
     }

@@ -93,8 +93,8 @@ extension ConvBNUnit {
         if conv.usesIm2col {
             conv.run(nchw: x.toTensor(), into: out.buffer, residual: r?.buffer, activation: act, threads: e.threads)
         } else {
-            let xb = x.blocked(halo: Swift.max(conv.config.padH, conv.config.padW, 1))
-            conv.run(xb.buffer, into: out.buffer, residual: r?.buffer, activation: act, threads: e.threads)
+            let (xb, images) = x.convolutionInput(halo: Swift.max(conv.config.padH, conv.config.padW, 1))
+            conv.run(xb.buffer, inputImages: images, into: out.buffer, residual: r?.buffer, activation: act, threads: e.threads)
         }
         return FeatureMap(engine: e, n: x.n, c: outShape.c, h: outShape.h, w: outShape.w, storage: .blocked(out),
                           samples: x.samples)

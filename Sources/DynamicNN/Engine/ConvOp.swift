@@ -13,9 +13,9 @@ extension Conv2d {
         e.charge(ComputeCost(macs: perImage, referenceFLOPs: perImage + (activation == .relu ? c.outChannels * o.h * o.w : 0)),
                  samples: x.samples)
         let k = trainingKernels(options: e.kernels)
-        let xb = x.blocked(halo: Swift.max(c.padH, c.padW, 1))
+        let (xb, images) = x.convolutionInput(halo: Swift.max(c.padH, c.padW, 1))
         let y = e.buffer(BlockedShape(n: x.n, c: c.outChannels, h: o.h, w: o.w, halo: 1))
-        k.forward.run(xb.buffer, into: y.buffer, activation: activation, threads: e.threads)
+        k.forward.run(xb.buffer, inputImages: images, into: y.buffer, activation: activation, threads: e.threads)
         let out = x.derived(c: c.outChannels, h: o.h, w: o.w, y)
         return out.recorded(ConvNode(conv: self, kernels: k, input: x, inputBuffer: xb, output: out, y: y,
                                      activation: activation), inputs: [x])

@@ -101,11 +101,20 @@ public final class Engine: @unchecked Sendable {
 
     /// `runMicroBatches` for a network with several outputs (one per exit): each output [N, …].
     public func runMicroBatches(_ x: Tensor, microBatch: Int, outputs body: (FeatureMap) -> [Variable]) -> [Tensor] {
+        let parts = runMicroBatches(x, microBatch: microBatch, each: { body($0).map(\.value) })
+        return parts[0].indices.map { k in parts.count == 1 ? parts[0][k] : Tensor.concatBatch(parts.map { $0[k] }) }
+    }
+
+    /// Runs `body` on micro-batches of x [N, …] as `runMicroBatches` does and returns its result
+    /// for each micro-batch, in input order (one result when the batch ran whole on this
+    /// engine). `sampleCosts` holds every sample's cost afterwards. Each micro-batch is processed
+    /// on its own: a network that drops samples (early exit) shrinks each one separately.
+    public func runMicroBatches<T>(_ x: Tensor, microBatch: Int, each body: (FeatureMap) -> T) -> [T] {
         let n = x.shape[0], micro = Swift.max(1, microBatch)
         let chunks = (n + micro - 1) / micro
         if chunks < 2 * threads && n <= micro * threads {
             begin(batch: n, recording: false)
-            return body(input(x)).map(\.value)
+            return [body(input(x))]
         }
         tape.removeAll()      // an unfinished recording's activations go back to the pool
         isRecording = false
@@ -114,28 +123,28 @@ public final class Engine: @unchecked Sendable {
         let count = Swift.min(threads, chunks)
         while workers.count < count { workers.append(Engine(threads: 1, kernels: kernels)) }
         let shares = Parallel.ranges(n, parts: count)
-        var outputs = [[Tensor]](repeating: [], count: count)
+        var outputs = [[T]](repeating: [], count: count)
         var costs = [[ComputeCost]](repeating: [], count: count)
         outputs.withUnsafeMutableBufferPointer { out in
             costs.withUnsafeMutableBufferPointer { cost in
                 let (slots, costSlots, workers) = (out.baseAddress!, cost.baseAddress!, self.workers)
                 Parallel.forEach(count, threads: count) { wk in
                     let e = workers[wk]
-                    var parts: [[Tensor]] = []
+                    var parts: [T] = []
                     var spent: [ComputeCost] = []
                     for start in stride(from: shares[wk].lowerBound, to: shares[wk].upperBound, by: micro) {
                         let images = start..<Swift.min(shares[wk].upperBound, start + micro)
                         e.begin(batch: images.count, recording: false)
-                        parts.append(body(e.input(x.batch(images))).map(\.value))
+                        parts.append(body(e.input(x.batch(images))))
                         spent += e.sampleCosts
                     }
-                    slots[wk] = parts[0].indices.map { k in Tensor.concatBatch(parts.map { $0[k] }) }
+                    slots[wk] = parts
                     costSlots[wk] = spent
                 }
             }
         }
         sampleCosts = costs.flatMap { $0 }
-        return outputs[0].indices.map { k in Tensor.concatBatch(outputs.map { $0[k] }) }
+        return outputs.flatMap { $0 }
     }
 }
 

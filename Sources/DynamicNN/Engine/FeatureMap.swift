@@ -16,6 +16,9 @@ public final class FeatureMap {
         case nchw(Tensor)
         /// y = z·scale + shift per channel (a training-mode batch norm's output), not stored yet.
         case normalized(z: PooledBuffer, scale: [Float], shift: [Float])
+        /// Images `rows` of a larger buffer, not gathered yet (a sub-batch outside a recording):
+        /// convolutions read them in place, other ops gather them first.
+        case rows(PooledBuffer, [Int])
         /// Its buffer went to another map (`replacing(rows:with:)`).
         case consumed
     }
@@ -87,9 +90,21 @@ public final class FeatureMap {
                                        threads: engine.threads)
             storage = .blocked(y)
             return y
+        case .rows(let source, let rows):
+            let y = engine.buffer(blockedShape(halo: source.shape.halo))
+            BlockedOps.copyImages(source.buffer, rows: rows, into: y.buffer, threads: engine.threads)
+            storage = .blocked(y)
+            return y
         case .consumed:
             preconditionFailure("this \(shape) map was consumed by replacing(rows:with:); read the map it returned")
         }
+    }
+
+    /// The buffer a convolution reads, and which of its images (nil: all, in order): a sub-batch
+    /// not gathered yet is read in place (`BlockedConv2D.run(_:inputImages:…)`).
+    func convolutionInput(halo: Int) -> (buffer: PooledBuffer, images: [Int]?) {
+        if case .rows(let source, let rows) = storage, source.shape.halo >= halo, !engine.isRecording { return (source, rows) }
+        return (blocked(halo: halo), nil)
     }
 
     /// The value as an NCHW tensor [N, C, H, W].

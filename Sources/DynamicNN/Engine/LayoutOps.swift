@@ -40,15 +40,23 @@ extension FeatureMap {
 
     /// The sub-batch of rows `rows` (distinct indices into this map's N rows, in the order given), as a
     /// compact map [rows.count, C, H, W] whose `samples` name the same engine samples. Ops on it
-    /// cost only those samples; in training, batch statistics come from them.
+    /// cost only those samples; in training, batch statistics come from them. Outside a recording
+    /// the rows are not copied until an op needs them compact: convolutions read them in place.
     public func gathering(rows: [Int]) -> FeatureMap {
         precondition(!rows.isEmpty, "gathering no rows: skip the computation instead")
         precondition(Set(rows).count == rows.count && rows.allSatisfy { $0 >= 0 && $0 < n }, "gathering: distinct rows of \(n)")
+        let picked = rows.map { samples?[$0] ?? $0 }
+        if !engine.isRecording {
+            if case .rows(let source, let parent) = storage {
+                return FeatureMap(engine: engine, n: rows.count, c: c, h: h, w: w, storage: .rows(source, rows.map { parent[$0] }),
+                                  samples: picked)
+            }
+            return FeatureMap(engine: engine, n: rows.count, c: c, h: h, w: w, storage: .rows(blocked(), rows), samples: picked)
+        }
         let x = blocked()
         let y = engine.buffer(BlockedShape(n: rows.count, c: c, h: h, w: w, halo: x.shape.halo))
         BlockedOps.copyImages(x.buffer, rows: rows, into: y.buffer, threads: engine.threads)
-        let out = FeatureMap(engine: engine, n: rows.count, c: c, h: h, w: w, storage: .blocked(y),
-                             samples: rows.map { samples?[$0] ?? $0 })
+        let out = FeatureMap(engine: engine, n: rows.count, c: c, h: h, w: w, storage: .blocked(y), samples: picked)
         return out.recorded(GatherNode(input: self, rows: rows, output: out), inputs: [self])
     }
 
