@@ -30,13 +30,14 @@ let package = Package(
         .target(name: "DynamicInference", dependencies: ["DynamicCore", "DynamicNN", "DynamicData", "Backbones", "EarlyExit"]),
         .executableTarget(name: "dynbench", dependencies: ["DynamicInference"], path: "Benchmarks/dynbench"),
         // assertClose and friends, shared by the test targets.
-        .target(name: "TestSupport", dependencies: ["DynamicCore"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["DynamicCore", "DynamicNN"], path: "Tests/TestSupport"),
         .testTarget(name: "DynamicCoreTests", dependencies: ["DynamicCore", "TestSupport"]),
         .testTarget(name: "DynamicDataTests", dependencies: ["DynamicData", "DynamicNN", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "BackbonesTests", dependencies: ["Backbones", "DynamicNN", "DynamicData", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "EarlyExitTests", dependencies: ["EarlyExit", "Backbones", "DynamicNN", "TestSupport"]),
+        .testTarget(name: "EarlyExitTests", dependencies: ["EarlyExit", "Backbones", "DynamicNN", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(
             name: "DynamicNNTests", dependencies: ["DynamicNN", "DynamicData", "Backbones", "TestSupport"],
             resources: [.copy("Fixtures")]),

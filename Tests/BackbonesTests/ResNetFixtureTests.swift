@@ -37,7 +37,7 @@ final class ResNetFixtureTests: XCTestCase {
         for (model, file) in [(CIFARResNet.depth(20), "models/resnet20_hash_io.safetensors"),
                               (CIFARResNet.resnet18(), "models/resnet18_io.safetensors")] {
             let io = try loadFixture(file)
-            Self.hashWeights(model)
+            hashWeights(model)
             model.eval()
             for threads in [1, 2] {
                 model.setThreads(threads)
@@ -58,30 +58,6 @@ final class ResNetFixtureTests: XCTestCase {
         }
         return m.linear(Ops.globalAvgPool(h))
     }
-    /// The weights rule of scripts/make_fixtures.py for models too large to commit.
-    static func hashWeights(_ model: Module) {
-        let params = model.namedParameters()
-        let shapes = Dictionary(params.map { ($0.0, $0.1.shape) }, uniquingKeysWith: { a, _ in a })
-        for (key, p) in params {
-            let seed = Tensor.fnv1a64(key)
-            let shape = p.shape
-            var (low, high): (Float, Float)
-            if key.hasSuffix("running_mean") { (low, high) = (-0.1, 0.1) }
-            else if key.hasSuffix("running_var") { (low, high) = (0.5, 1.5) }
-            else if shape.count == 4 {
-                let b = Float((6.0 / Double(shape[1] * shape[2] * shape[3])).squareRoot())
-                (low, high) = (-b, b)
-            } else if shape.count == 2 {
-                let b = Float((1.0 / Double(shape[1])).squareRoot())
-                (low, high) = (-b, b)
-            } else if key.hasSuffix(".bias"), let w = shapes[String(key.dropLast(5)) + ".weight"], w.count == 2 {
-                let b = Float((1.0 / Double(w[1])).squareRoot())
-                (low, high) = (-b, b)
-            } else if key.hasSuffix(".weight") { (low, high) = (0.5, 1.5) }
-            else { (low, high) = (-0.1, 0.1) }
-            p.value = Tensor.hashUniform(shape, seed: seed, low: low, high: high)
-        }
-    }
 
     /// torchvision's ResNet-18 and ResNet-50 (twins in scripts/make_imagenet_fixtures.py): the
     /// same state_dict keys, and eval-mode logits at 224×224 within 1e-4 of PyTorch's (float64),
@@ -93,7 +69,7 @@ final class ResNetFixtureTests: XCTestCase {
             let io = try loadFixture(file)
             let keys = try JSONDecoder().decode([String].self, from: Data(io.metadata["keys"]!.utf8))
             XCTAssertEqual(model.namedParameters().map(\.0), keys, "\(model.name) state_dict keys")
-            Self.hashWeights(model)
+            hashWeights(model)
             model.eval()
             for threads in [1, 2] {
                 model.threads = threads

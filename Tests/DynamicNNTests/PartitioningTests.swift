@@ -101,3 +101,18 @@ final class PartitioningTests: XCTestCase {
         XCTAssertEqual(y.samples, nil)
     }
 }
+
+/// The checks every adaptive network's policy goes through.
+final class PolicyErrorTests: XCTestCase {
+    func testPerUnitValuesAreChecked() {
+        func error(_ values: [Float], count: Int, range: ClosedRange<Float> = -Float.infinity...Float.infinity) -> PolicyError? {
+            do { try PolicyError.check(values, "block gates", count: count, range: range); return nil } catch { return error }
+        }
+        XCTAssertNil(error([0, 0.5, 1], count: 3, range: 0...1))
+        XCTAssertEqual(error([0, 0.5], count: 3, range: 0...1), .wrongCount(what: "block gates", expected: 3, found: 2))
+        XCTAssertEqual(error([0, .nan, 1], count: 3), .notANumber(what: "block gates", index: 1))
+        XCTAssertEqual(error([0, 1.5, 1], count: 3, range: 0...1), .outOfRange(what: "block gates", index: 1, value: 1.5, range: "0.0...1.0"))
+        XCTAssertEqual(PolicyError.budgetBelowCheapest(budget: 1, cheapest: 2, unit: "MFLOPs").description,
+                       "budget 1.0 MFLOPs is below the cheapest way to run the network (2.0 MFLOPs)")
+    }
+}
