@@ -53,6 +53,24 @@ def msdnet_args(**kw) -> SimpleNamespace:
     return a
 
 
+RANET = {
+    "ranet_cifar_readme": dict(step=2, stepmode="lg", scale_list="1-2-3", grFactor="4-2-1", bnFactor="4-2-1"),
+    "ranet_cifar_script": dict(step=4, stepmode="even", scale_list="1-2-3-3", grFactor="4-2-1-1", bnFactor="4-2-1-1"),
+}
+
+
+def ranet_args(**kw) -> SimpleNamespace:
+    a = SimpleNamespace(data="cifar10", nBlocks=2, block_step=2, nChannels=16, growthRate=6, compress_factor=0.25,
+                        reduction=0.5, bottleneck=True)
+    for k, v in kw.items():
+        setattr(a, k, v)
+    a.grFactor = list(map(int, a.grFactor.split("-")))
+    a.bnFactor = list(map(int, a.bnFactor.split("-")))
+    a.scale_list = list(map(int, a.scale_list.split("-")))
+    a.nScales = len(a.grFactor)
+    return a
+
+
 def import_from(repo: str, module: str):
     sys.path.insert(0, repo)
     try:
@@ -106,6 +124,13 @@ def main() -> None:
         with redirect_stdout(io.StringIO()):
             model = msdnet.MSDNet(msdnet_args(**kw))
         write(name, model, op_counter, a.weights_dir)
+    if a.ranet:
+        ranet, op_counter = import_from(a.ranet, "models.RANet")
+        for name, kw in RANET.items():
+            torch.manual_seed(0)
+            with redirect_stdout(io.StringIO()):
+                model = ranet.RANet(ranet_args(**kw))
+            write(name, model, op_counter, a.weights_dir)
 
 
 if __name__ == "__main__":
