@@ -5,7 +5,7 @@ import Foundation
 
 func runEval(_ argv: [String], kernels: KernelOptions) throws {
     let a = try FlagArgs(argv, switches: ["--tta"], known: ["--checkpoint", "--model", "--dataset", "--data", "--batch", "--threads",
-                                                     "--cnn-stages", "--cnn-head"])
+                                                     "--cnn-stages", "--cnn-head", "--preset"])
     let ckpt = URL(fileURLWithPath: try a.required("--checkpoint"))
     let dataset = try DatasetChoice.named(a.required("--dataset"))
     let threads = try a.int("--threads", Parallel.coreCount, min: 1)
@@ -26,7 +26,7 @@ func runEval(_ argv: [String], kernels: KernelOptions) throws {
     let model = try ModelRegistry.build(name!, for: ImageShape(channels: test.channels, height: test.height, width: test.width,
                                                                classes: test.classCount),
                                         options: ModelOptions(cnn: CNNShape(stages: stages ?? CNNShape.defaultStages,
-                                                                            head: head ?? CNNShape.defaultHead)))
+                                                                            head: head ?? CNNShape.defaultHead), preset: a.string("--preset")))
     model.setThreads(threads)
     let info = try Checkpoint.load(from: ckpt, model: model.network, optimizer: nil)
     // One engine for the warm-up (packs weights, fills the buffer pools) and the timed pass.

@@ -31,13 +31,15 @@ struct ModelEntry: Sendable {
     let build: @Sendable (_ name: String, _ shape: ImageShape, _ options: ModelOptions, _ seed: UInt64) throws -> BuiltModel?
 }
 
-/// Options some entries read (`--cnn-stages`, `--cnn-head`).
+/// Options some entries read (`--cnn-stages`, `--cnn-head`, `--preset`).
 struct ModelOptions: Sendable {
     var cnn = try! CNNShape()
+    /// The configuration of a RANet or MSDNet (their names may also carry it: `ranet_cifar-readme`).
+    var preset: String?
 }
 
 enum ModelRegistry {
-    static let entries: [ModelEntry] = [cifarResNet, imagenetResNet, smallCNN]
+    static let entries: [ModelEntry] = [cifarResNet, imagenetResNet, smallCNN, ranet, msdnet]
 
     /// The network `name` for images of `shape`.
     static func build(_ name: String, for shape: ImageShape, options: ModelOptions = ModelOptions(),
@@ -101,6 +103,40 @@ enum ModelRegistry {
                          inputSize: (shape.height, shape.width), seed: seed)
         return BuiltModel(name: name, network: m, macsPerImage: m.macsPerImage(height: shape.height, width: shape.width),
                           setThreads: m.setThreads)
+    }
+}
+
+extension ModelRegistry {
+    /// RANet (Yang et al., CVPR 2020) by preset: `ranet --preset cifar-readme` or `ranet_cifar-readme`.
+    static let ranet = earlyExitEntry(family: "ranet", presets: RANetConfig.presetNames, defaultPreset: "cifar-readme") {
+        preset, classes, seed throws in
+        guard let c = RANetConfig.preset(preset, classes: classes) else { return nil }
+        return try RANet(c, seed: seed)
+    }
+
+    /// MSDNet (Huang et al., ICLR 2018) by preset: `msdnet --preset cifar-anytime` or `msdnet_cifar-anytime`.
+    static let msdnet = earlyExitEntry(family: "msdnet", presets: MSDNetConfig.presetNames, defaultPreset: "cifar-budgeted") {
+        preset, classes, seed throws in
+        guard let c = MSDNetConfig.preset(preset, classes: classes) else { return nil }
+        return try MSDNet(c, seed: seed)
+    }
+
+    /// An entry for a family of early-exit networks named `family` or `family_PRESET`.
+    static func earlyExitEntry(family: String, presets: [String], defaultPreset: String,
+                               make: @escaping @Sendable (String, Int, UInt64) throws -> (any TrainableNetwork & AdaptiveModel)?)
+        -> ModelEntry {
+        ModelEntry(names: "\(family) (--preset \(presets.joined(separator: "|")))", summary: family,
+                   benchmarkInput: ImageShape(channels: 3, height: 32, width: 32, classes: 10), benchmarkNames: []) {
+            name, shape, options, seed in
+            guard name == family || name.hasPrefix(family + "_") else { return nil }
+            let preset = name == family ? options.preset ?? defaultPreset : String(name.dropFirst(family.count + 1))
+            guard shape.channels == 3 else { throw CLIError(description: "\(family) takes 3-channel images") }
+            guard let m = try make(preset, shape.classes, seed) else {
+                throw CLIError(description: "\(family) has no preset \(preset); presets: \(presets.joined(separator: ", "))")
+            }
+            let macs = m.fullCost(height: shape.height, width: shape.width).macs
+            return BuiltModel(name: "\(family)_\(preset)", network: m, macsPerImage: macs, setThreads: { _ in })
+        }
     }
 }
 

@@ -4,7 +4,7 @@ import Foundation
 // `dynbench train`: a front end to the library's `Trainer` for the registry's networks and datasets.
 
 let trainUsage = """
-usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifar10|fashion-mnist --data DIR
+usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small|ranet|msdnet [--preset NAME] --dataset cifar10|fashion-mnist --data DIR
                       --out DIR [--epochs N] [--batch B] [--lr LR] [--momentum M] [--weight-decay WD]
                       [--nesterov] [--schedule cosine|multistep|constant] [--warmup-epochs K]
                       [--label-smoothing S] [--no-bias-decay] [--zero-init-residual]
@@ -43,6 +43,11 @@ usage: dynbench train --model resnet20|resnet56|resnetN|cnn-small --dataset cifa
                convs within a stage by ','; default 32:64: (an empty last stage: pool, then the head).
                --cnn-head: global average pool (gap) or flatten, optionally with a hidden ReLU layer
                of H units (default flatten:128).
+               --preset: the configuration of ranet (cifar-readme, cifar-script, imagenet-readme) or
+               msdnet (cifar-budgeted, cifar-anytime, imagenet); the reference recipe for both is
+               --lr 0.1 --momentum 0.9 --weight-decay 1e-4 --schedule multistep (×0.1 at 50 %, 75 %),
+               batch 64; the loss is the sum of every exit's cross-entropy, and the log has each
+               exit's accuracy.
   eval         test accuracy and images/s of a checkpoint (model name from the checkpoint if omitted);
                --tta adds the accuracy with horizontal-flip test-time augmentation.
   train-bench  full training steps on random data (training-mode forward, cross-entropy, backward,
@@ -54,7 +59,7 @@ func runTrain(_ argv: [String], kernels: KernelOptions) throws {
     let a = try FlagArgs(argv, switches: ["--nesterov", "--resume", "--flip", "--no-flip", "--alternating-flip", "--no-bias-decay", "--zero-init-residual", "--tta"],
                          known: ["--model", "--dataset", "--data", "--epochs", "--batch", "--lr", "--momentum",
                                  "--weight-decay", "--schedule", "--warmup-epochs", "--label-smoothing", "--threads",
-                                 "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head",
+                                 "--val", "--seed", "--out", "--crop-pad", "--eval-batch", "--test-every", "--cnn-stages", "--cnn-head", "--preset",
                                  "--time-budget", "--small-crop", "--cutout"])
     let dataset = try DatasetChoice.named(a.required("--dataset"))
     let dataDir = URL(fileURLWithPath: try a.required("--data"))
@@ -103,7 +108,7 @@ func runTrain(_ argv: [String], kernels: KernelOptions) throws {
     let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     let model = try ModelRegistry.build(a.required("--model"), for: ImageShape(channels: full.channels, height: full.height,
                                                                              width: full.width, classes: full.classCount),
-                                        options: ModelOptions(cnn: cnn), seed: seed)
+                                        options: ModelOptions(cnn: cnn, preset: a.string("--preset")), seed: seed)
     model.setThreads(threads)
     let net = model.network
     let zeroInitResidual = a.has("--zero-init-residual")

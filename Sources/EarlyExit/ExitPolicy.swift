@@ -2,6 +2,14 @@ import DynamicCore
 import DynamicNN
 import Foundation
 
+/// A network with early exits whose deployment forward stops each sample at its exit.
+public protocol EarlyExitNetwork: AdaptiveModel where Decision == ExitDecision, Policy == ExitPolicy {
+    /// Exits, the last classifier included.
+    var exitCount: Int { get }
+    /// Trainable parameters of everything that runs up to each exit, cumulative.
+    var exitParameterCounts: [Int] { get }
+}
+
 /// When the samples of an early-exit network leave (MSDNet/RANet `adaptive_inference.py`): at
 /// the first exit whose confidence — the largest softmax probability — is at least that exit's
 /// threshold (`>=`); the last exit takes every sample still running.

@@ -303,6 +303,16 @@ public final class MSDNet: Module, TrainableNetwork {
 
     public var exitCount: Int { config.nBlocks }
 
+    /// Parameters of everything that runs up to each exit, that exit's classifier and the
+    /// earlier ones included (the reference counter's cumulative figure).
+    public var exitParameterCounts: [Int] {
+        var total = 0
+        return blocks.indices.map { k in
+            total += blocks[k].reduce(0) { $0 + $1.parameterCount } + classifiers[k].parameterCount
+            return total
+        }
+    }
+
     /// Every exit's logits [N, classes] for x [N, 3, H, W], nothing skipped.
     public func outputs(_ x: FeatureMap) -> [Variable] {
         var result: [Variable] = []
@@ -328,7 +338,7 @@ public final class MSDNet: Module, TrainableNetwork {
     public func inferenceMicroBatch(height: Int, width: Int) -> Int { height * width >= 128 * 128 ? 4 : 16 }
 }
 
-extension MSDNet: AdaptiveModel {
+extension MSDNet: EarlyExitNetwork {
     public typealias Decision = ExitDecision
     public typealias Policy = ExitPolicy
 

@@ -295,6 +295,23 @@ public final class RANet: Module, TrainableNetwork {
 
     public var exitCount: Int { classifiers.count }
 
+    /// Parameters of everything that runs up to each exit (the first layer, the blocks in the
+    /// order `run` walks them, that exit's classifier and the earlier ones): the reference
+    /// counter's cumulative figure.
+    public var exitParameterCounts: [Int] {
+        var total = firstLayer.parameterCount, counts: [Int] = []
+        for (ii, flow) in flows.enumerated() {
+            for (i, block) in flow.enumerated() {
+                total += block.parameterCount
+                if i + 1 > blockCounts[ii] {
+                    total += classifiers[counts.count].parameterCount
+                    counts.append(total)
+                }
+            }
+        }
+        return counts
+    }
+
     /// Every exit's logits [N, classes] for x [N, 3, H, W], nothing skipped.
     public func outputs(_ x: FeatureMap) -> [Variable] {
         var result: [Variable] = []
@@ -340,7 +357,7 @@ public final class RANet: Module, TrainableNetwork {
     public func inferenceMicroBatch(height: Int, width: Int) -> Int { height * width >= 128 * 128 ? 4 : 16 }
 }
 
-extension RANet: AdaptiveModel {
+extension RANet: EarlyExitNetwork {
     public typealias Decision = ExitDecision
     public typealias Policy = ExitPolicy
 

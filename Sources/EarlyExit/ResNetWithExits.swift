@@ -48,6 +48,16 @@ public final class ResNetWithExits: Module, TrainableNetwork {
     /// Exits, the backbone's classifier included.
     public var exitCount: Int { exitStages.count + 1 }
 
+    /// Parameters up to each exit: the stem, the stages before it, and every classifier so far.
+    public var exitParameterCounts: [Int] {
+        var counts: [Int] = [], total = backbone.conv1.parameterCount + backbone.bn1.parameterCount
+        for (s, stage) in backbone.stages.enumerated() {
+            total += stage.parameterCount
+            if let k = exitStages.firstIndex(of: s) { total += heads[k].parameterCount; counts.append(total) }
+        }
+        return counts + [total + backbone.linear.parameterCount]
+    }
+
     /// Every exit's logits [N, classes] for x [N, 3, H, W], nothing skipped.
     public func outputs(_ x: FeatureMap) -> [Variable] {
         var result: [Variable] = []
@@ -80,7 +90,7 @@ public final class ResNetWithExits: Module, TrainableNetwork {
     public func inferenceMicroBatch(height: Int, width: Int) -> Int { backbone.inferenceMicroBatch(height: height, width: width) }
 }
 
-extension ResNetWithExits: AdaptiveModel {
+extension ResNetWithExits: EarlyExitNetwork {
     public typealias Decision = ExitDecision
     public typealias Policy = ExitPolicy
 

@@ -36,6 +36,7 @@ final class MSDNetTests: XCTestCase {
                 }
             }
             // Cumulative reference MFLOPs at every exit, counted by the engine from what ran.
+            XCTAssertEqual(model.exitParameterCounts, try metadataList(io, "params", as: [Int].self), "\(preset) parameters per exit")
             let reference = try metadataList(io, "mflops", as: [Double].self)
             for k in 0..<model.exitCount {
                 let cost = try model.infer(x, policy: .exit(k)).costs

@@ -25,6 +25,7 @@ final class RANetTests: XCTestCase {
                     if threads == 2 { print(String(format: "RANet %@ exit %d: max rel error %.2e", preset, k, e)) }
                 }
             }
+            XCTAssertEqual(model.exitParameterCounts, try metadataList(io, "params", as: [Int].self), "\(preset) parameters per exit")
             let reference = try metadataList(io, "mflops", as: [Double].self)
             for k in 0..<model.exitCount {
                 let cost = try model.infer(x, policy: .exit(k)).costs
