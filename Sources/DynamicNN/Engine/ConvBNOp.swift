@@ -86,7 +86,12 @@ extension ConvBNUnit {
     /// The eval-mode pass: BN folded into the packed weights, activation and residual in the epilogue.
     private func foldedForward(_ x: FeatureMap, residual: FeatureMap?, activation act: Activation,
                                outShape: BlockedShape) -> FeatureMap {
-        let e = x.engine, conv = blocked(options: e.kernels)
+        let e = x.engine
+        // im2col only for the network input itself: a blocked map of < 8 channels (after a
+        // bottleneck of 6) reads as one padded block rather than going back to NCHW.
+        var isNCHW = false
+        if case .nchw = x.storage { isNCHW = true }
+        let conv = blocked(options: e.kernels, im2col: isNCHW)
         let out = e.buffer(outShape)
         let r = residual?.blocked()
         precondition(r.map { $0.shape == outShape } != false, "residual buffer \(r!.shape) is not \(outShape)")

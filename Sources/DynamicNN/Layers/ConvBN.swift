@@ -11,7 +11,8 @@ public final class ConvBNUnit: @unchecked Sendable {
     public let bn: BatchNorm2d
     public let activation: Activation
     private var folded: (weight: Tensor, bias: Tensor, versions: Versions)?
-    private var packed: (conv: BlockedConv2D, versions: Versions)?
+    /// Packed folded weights per route: im2col (an NCHW input with < 8 channels) or direct.
+    private var packed: [Bool: (conv: BlockedConv2D, versions: Versions)] = [:]
     /// Engine workers share the unit: packing happens under this lock.
     let lock = NSLock()
 
@@ -44,14 +45,17 @@ public final class ConvBNUnit: @unchecked Sendable {
     }
 
     /// The folded convolution packed for the NCHW8c kernels `options` names (groups = 1), cached.
-    public func blocked(options: KernelOptions = .fastest) -> BlockedConv2D {
+    /// `im2col`: the route for an NCHW input of < 8 channels (the RGB stem); otherwise such inputs
+    /// run as one zero-padded 8-channel block on the direct kernels.
+    public func blocked(options: KernelOptions = .fastest, im2col: Bool = false) -> BlockedConv2D {
         lock.lock()
         defer { lock.unlock() }
         let v = versions
-        if let p = packed, p.versions == v, p.conv.options == options { return p.conv }
+        let route = im2col && conv.config.inChannels < 8
+        if let p = packed[route], p.versions == v, p.conv.options == options { return p.conv }
         let f = foldedWeights()
-        let c = BlockedConv2D(weight: f.weight, bias: f.bias, config: conv.config, options: options)
-        packed = (c, v)
+        let c = BlockedConv2D(weight: f.weight, bias: f.bias, config: conv.config, im2col: route, options: options)
+        packed[route] = (c, v)
         return c
     }
 
