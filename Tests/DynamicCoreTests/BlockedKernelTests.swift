@@ -47,6 +47,9 @@ final class BlockedKernelTests: XCTestCase {
             Case(cin: 16, cout: 40, k: 3, s: 1, p: 1, d: 1, h: 3, w: 11),
             Case(cin: 9, cout: 16, k: 3, s: 1, p: 0, d: 1, h: 5, w: 19),
             Case(cin: 8, cout: 32, k: 3, s: 1, p: 1, d: 1, h: 2, w: 8),
+            // One output block (the 8 × 8 kernel at 16 lanes): MSDNet/RANet's 6-channel growth.
+            Case(cin: 22, cout: 6, k: 3, s: 1, p: 1, d: 1, h: 5, w: 19), Case(cin: 9, cout: 8, k: 1, s: 1, p: 0, d: 1, h: 3, w: 7),
+            Case(cin: 12, cout: 3, k: 3, s: 2, p: 1, d: 1, h: 9, w: 6),
         ]
         forEachKernelWidth { options in
         for c in cases {

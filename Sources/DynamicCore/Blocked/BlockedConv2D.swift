@@ -31,6 +31,7 @@ public final class BlockedConv2D: @unchecked Sendable {
             return one ? "f32-conv-nchw8c-winograd2x2-12x16" : "f32-conv-nchw8c-winograd2x2-12x32"
         }
         if config.inChannels < 8 { return one ? "f32-conv-im2col-8x16" : "f32-conv-im2col-8x32" }
+        if config.outChannels <= 8 { return "f32-conv-nchw8c-8x8" }
         if let p = rowTilePixels(config, pairs: (config.outChannels + 15) / 16, outputWidth: outputWidth) {
             return p == 16 ? "f32-conv-nchw8c-row16x16" : "f32-conv-nchw8c-row8x32"
         }

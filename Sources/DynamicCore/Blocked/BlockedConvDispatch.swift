@@ -12,7 +12,8 @@ extension BlockedConv2D {
     }
 
     static func rowTilePixels(_ c: Conv2DConfig, pairs: Int, outputWidth: Int) -> Int? {
-        guard c.kernelW == 3, c.strideW == 1, c.dilationW == 1 else { return nil }
+        // One output block: the 8 × 8 pixel-table kernel (`conv8x8`) wastes no lanes.
+        guard c.kernelW == 3, c.strideW == 1, c.dilationW == 1, c.outChannels > 8 else { return nil }
         let p = pairs == 1 ? 16 : 8
         return outputWidth >= p ? p : nil
     }
@@ -122,6 +123,11 @@ extension BlockedConv2D {
             let nPix = Swift.min(tile, pixels - p0)
             let res = r.map { UnsafePointer($0 + off) }
             let sj = stats?.at(tile: p0 / tile, pair: j, pairs: pairs, offset: off)
+            if width == .simd16 && outBlocks == 1 {
+                Self.conv8x8(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel, y + off,
+                             pixOut + p0, so.blockStride, nPix, bias + 16 * j, res, lo, hi, sj)
+                return 1
+            }
             if width == .simd8 {
                 Self.conv6x16(x, pixIn + p0, tp, taps, lanes, reductionBlocks, cbStride, packed + j * panel,
                               y + off, pixOut + p0, so.blockStride, nPix, 2 * j + 1 < outBlocks,

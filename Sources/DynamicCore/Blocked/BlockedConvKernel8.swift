@@ -117,4 +117,52 @@ extension BlockedConv2D {
         ep.finish()
     }
 
+    /// 8 pixels × one 8-channel output block, on 8-lane vectors: for convolutions with at most 8
+    /// output channels (MSDNet and RANet grow by 6 channels per layer at full resolution), where
+    /// 16-channel tiles would leave most of every FMA unused. Reads the first 8 of each 16 packed
+    /// weights. On cores that split 16-lane FMAs in two (Zen 4) this runs at the full FMA rate.
+    @inline(never)
+    static func conv8x8(_ x: UnsafePointer<Float>, _ pixIn: UnsafePointer<Int>, _ taps: UnsafePointer<Int>,
+                        _ nTaps: Int, _ lanes: Int, _ blocks: Int, _ cbStride: Int, _ w: UnsafePointer<Float>,
+                        _ y: UnsafeMutablePointer<Float>, _ pixOut: UnsafePointer<Int>, _ outBlockStride: Int,
+                        _ nPix: Int, _ bias: UnsafePointer<Float>, _ residual: UnsafePointer<Float>?, _ lo: Float,
+                        _ hi: Float, _ stats: EpilogueSums?) {
+        var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), c2 = SIMD8<Float>(), c3 = SIMD8<Float>()
+        var c4 = SIMD8<Float>(), c5 = SIMD8<Float>(), c6 = SIMD8<Float>(), c7 = SIMD8<Float>()
+        let x0 = x + pixIn[0], x1 = x + pixIn[1], x2 = x + pixIn[2], x3 = x + pixIn[3]
+        let x4 = x + pixIn[4], x5 = x + pixIn[5], x6 = x + pixIn[6], x7 = x + pixIn[7]
+        var wp = w
+        var cbOff = 0
+        for _ in 0..<blocks {
+            for t in 0..<nTaps {
+                let o = cbOff + taps[t]
+                let p0 = x0 + o, p1 = x1 + o, p2 = x2 + o, p3 = x3 + o, p4 = x4 + o, p5 = x5 + o, p6 = x6 + o, p7 = x7 + o
+                for ci in 0..<lanes {
+                    let b = load8(wp)
+                    c0 = fmadd(c0, SIMD8<Float>(repeating: p0[ci]), b)
+                    c1 = fmadd(c1, SIMD8<Float>(repeating: p1[ci]), b)
+                    c2 = fmadd(c2, SIMD8<Float>(repeating: p2[ci]), b)
+                    c3 = fmadd(c3, SIMD8<Float>(repeating: p3[ci]), b)
+                    c4 = fmadd(c4, SIMD8<Float>(repeating: p4[ci]), b)
+                    c5 = fmadd(c5, SIMD8<Float>(repeating: p5[ci]), b)
+                    c6 = fmadd(c6, SIMD8<Float>(repeating: p6[ci]), b)
+                    c7 = fmadd(c7, SIMD8<Float>(repeating: p7[ci]), b)
+                    wp += 16
+                }
+            }
+            cbOff += cbStride
+        }
+        var ep = Epilogue(bias: bias, residual: residual, y: y, pixOut: pixOut, blockStride: outBlockStride,
+                          twoBlocks: false, lo: lo, hi: hi, stats: stats)
+        let zero = SIMD8<Float>()
+        ep.store(0, c0, zero)
+        if nPix > 1 { ep.store(1, c1, zero) }
+        if nPix > 2 { ep.store(2, c2, zero) }
+        if nPix > 3 { ep.store(3, c3, zero) }
+        if nPix > 4 { ep.store(4, c4, zero) }
+        if nPix > 5 { ep.store(5, c5, zero) }
+        if nPix > 6 { ep.store(6, c6, zero) }
+        if nPix > 7 { ep.store(7, c7, zero) }
+        ep.finish()
+    }
 }
