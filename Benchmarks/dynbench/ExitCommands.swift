@@ -46,22 +46,11 @@ struct ExitFigures: Codable {
     var exits: [Exit]
 }
 
-/// Cumulative figures at every exit: the deployment forward with every sample leaving there.
-func exitFigures(_ net: any EarlyExitNetwork, name: String, size: Int) throws -> ExitFigures {
-    let x = Tensor(zeros: [1, 3, size, size])
-    let params = net.exitParameterCounts
-    let exits = try (0..<net.exitCount).map { k -> ExitFigures.Exit in
-        let cost = try net.infer(x, policy: .exit(k), engine: Engine(threads: 1)).costs[0]
-        return ExitFigures.Exit(exit: k, mflops: Double(cost.referenceFLOPs) / 1e6, params: params[k], macs: cost.macs)
-    }
-    return ExitFigures(model: name, resolution: size, exits: exits)
-}
-
 func runFlops(_ argv: [String], kernels: KernelOptions) throws {
     let a = try FlagArgs(argv, switches: [], known: ["--model", "--preset", "--classes", "--json"], usage: exitUsage)
     let (net, name, size) = try earlyExitNetwork(a)
     net.eval()
-    let figures = try exitFigures(net, name: name, size: size)
+    let figures = try exitFigures(ExitSubject(net, name: name, size: size))
     print("\(name), \(size)×\(size): cumulative at each exit (reference MFLOPs: op_counter.py's rule; GFLOPs = 2 × MACs)")
     print("exit  reference MFLOPs   2×MACs MFLOPs   parameters")
     for e in figures.exits {

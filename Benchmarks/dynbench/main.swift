@@ -10,7 +10,8 @@ usage: dynbench [models|kernels|peak] [--cases NAME…] [--threads T…] [--batc
        dynbench train|eval|train-bench …   (dynbench train --help)
        dynbench skip …   m of N samples active vs the dense computation (dynbench skip --help)
        dynbench flops|check-logits|exits --model ranet|msdnet --preset NAME …   (dynbench flops --help,
-                 dynbench exits --help)
+                 dynbench exits --help); dynbench exits --model resnetN … measures a dense network as one exit
+       dynbench exits-plot --reports R.json… --json OUT --svg DIR   several networks' exits reports side by side
   --width simd8|simd16 (any command) runs the convolution kernels at that vector width; default:
             the widest this build targets (simd16 with AVX-512)
   --no-winograd (any command) runs 3×3 stride-1 convolutions on the direct kernels instead of
@@ -49,7 +50,8 @@ do {
     let kernels = try takeKernelOptions(&args)
     let sub: [String: ([String], KernelOptions) throws -> Void] = ["train": runTrain, "eval": runEval, "train-bench": runTrainBench,
                                                     "compare": runCompare, "skip": runSkip,
-                                                    "flops": runFlops, "check-logits": runCheckLogits, "exits": runExits]
+                                                    "flops": runFlops, "check-logits": runCheckLogits, "exits": runExits,
+                                                    "exits-plot": runExitsPlot]
     if let first = args.first, let command = sub[first] {
         try command(Array(args.dropFirst()), kernels)
         exit(0)

@@ -40,6 +40,13 @@ public struct ExitScores: Sendable {
     public var exits: Int { confidence.count }
     public var count: Int { labels.count }
 
+    /// The scores of the first n samples (confidence, prediction and labels).
+    public func prefix(_ n: Int) -> ExitScores {
+        precondition((0...count).contains(n), "prefix of \(n) of \(count) samples")
+        return ExitScores(confidence: confidence.map { Array($0.prefix(n)) }, prediction: prediction.map { Array($0.prefix(n)) },
+                          labels: Array(labels.prefix(n)))
+    }
+
     /// Top-1 accuracy of every exit alone (anytime prediction).
     public var accuracy: [Double] {
         prediction.map { p in Double(zip(p, labels).filter { $0 == $1 }.count) / Double(Swift.max(count, 1)) }
