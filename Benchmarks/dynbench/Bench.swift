@@ -66,7 +66,13 @@ func machineInfo(kernels: KernelOptions) -> [String: String] {
     ]
     if let cpu = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
        let line = cpu.split(separator: "\n").first(where: { $0.hasPrefix("model name") }) {
-        info["cpu"] = line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) }
+        func field(_ name: String) -> String? {
+            cpu.split(separator: "\n").first { $0.hasPrefix(name) }?.split(separator: ":", maxSplits: 1).last
+                .map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        // Virtual machines often name only the vendor ("AMD EPYC"): family and model tell the generation.
+        info["cpu"] = (line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "")
+            + (field("cpu family").flatMap { f in field("model\t").map { " (family \(f) model \($0))" } } ?? "")
     }
     return info
 }
@@ -91,4 +97,22 @@ func warnAboutBuild() {
             """.data(using: .utf8)!)
     }
     #endif
+}
+
+/// Writes a result file: pretty, sorted keys; ±∞ and NaN (thresholds that never let a sample
+/// leave) as the strings "Infinity", "-Infinity", "NaN", which `readJSON` and Python's
+/// `float()` read back.
+func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+    try enc.encode(value).write(to: URL(fileURLWithPath: path))
+    print("wrote \(path)")
+}
+
+/// Reads a file `writeJSON` wrote.
+func readJSON<T: Decodable>(_ type: T.Type, from path: String) throws -> T {
+    let dec = JSONDecoder()
+    dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+    return try dec.decode(type, from: Data(contentsOf: URL(fileURLWithPath: path)))
 }

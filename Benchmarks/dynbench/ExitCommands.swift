@@ -57,10 +57,7 @@ func runFlops(_ argv: [String], kernels: KernelOptions) throws {
         print(String(format: "%4d  %16.2f  %14.2f  %11d", e.exit, e.mflops, 2 * Double(e.macs) / 1e6, e.params))
     }
     if let path = a.string("--json") {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(figures).write(to: URL(fileURLWithPath: path))
-        print("wrote \(path)")
+        try writeJSON(figures, to: path)
     }
 }
 

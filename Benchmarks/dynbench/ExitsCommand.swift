@@ -167,10 +167,7 @@ func runExits(_ argv: [String], kernels: KernelOptions) throws {
         try scoreCheckpoint(a, subject, engine: engine, rounds: rounds, t1: t1, t64: t64, budgetsMs: budgetsMs, into: &report)
     }
     if let path = a.string("--json") {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(report).write(to: URL(fileURLWithPath: path))
-        print("wrote \(path)")
+        try writeJSON(report, to: path)
     }
 }
 

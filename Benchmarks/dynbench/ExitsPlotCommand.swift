@@ -31,7 +31,7 @@ func runExitsPlot(_ argv: [String], kernels: KernelOptions) throws {
     let a = try FlagArgs(argv, switches: [], known: ["--reports", "--json", "--svg", "--title"], usage: exitsPlotUsage)
     guard let paths = a.values["--reports"] else { throw CLIError(description: "missing --reports\n\(exitsPlotUsage)") }
     let reports = try paths.map { p -> ExitsReport in
-        let r = try JSONDecoder().decode(ExitsReport.self, from: Data(contentsOf: URL(fileURLWithPath: p)))
+        let r = try readJSON(ExitsReport.self, from: p)
         guard r.exits.allSatisfy({ $0.test_acc != nil }) else { throw CLIError(description: "\(p) has no test accuracy (run exits with --checkpoint)") }
         return r
     }
@@ -48,18 +48,15 @@ func runExitsPlot(_ argv: [String], kernels: KernelOptions) throws {
     }
     let summary = ExitsSummary(title: title, models: reports, low_budget: budgets)
     if let path = a.string("--json") {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(summary).write(to: URL(fileURLWithPath: path))
-        print("wrote \(path)")
+        try writeJSON(summary, to: path)
     }
     if let dir = a.string("--svg") {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let plots: [(String, String, KeyPath<ExitsReport.Point, Double>, KeyPath<ExitsReport.Exit, Double>, KeyPath<ExitsReport.Point, Double?>?)] = [
             ("accuracy-vs-mflops.svg", "expected reference MFLOPs per image", \.expected_mflops, \.mflops, nil),
-            ("accuracy-vs-ms-b1.svg", "ms per image, batch 1, \(reports[0].threads) threads (\(reports[0].machine))",
+            ("accuracy-vs-ms-b1.svg", "ms per image, batch 1, \(reports[0].threads) thread(s), \(reports[0].machine)",
              \.expected_ms_b1, \.ms_b1, \.ms_per_image_b1),
-            ("accuracy-vs-ms-b64.svg", "ms per image, batch 64, \(reports[0].threads) threads (\(reports[0].machine))",
+            ("accuracy-vs-ms-b64.svg", "ms per image, batch 64, \(reports[0].threads) thread(s), \(reports[0].machine)",
              \.expected_ms_b64, \.ms_b64, \.ms_per_image_b64),
         ]
         for (file, xLabel, curveX, exitX, timedX) in plots {

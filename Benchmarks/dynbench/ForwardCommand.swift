@@ -75,10 +75,7 @@ func run(_ o: Options, kernels: KernelOptions) throws {
         }
     }
     if let path = o.json {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(ResultFile(info: machineInfo(kernels: kernels), results: rows)).write(to: URL(fileURLWithPath: path))
-        print("wrote \(path)")
+        try writeJSON(ResultFile(info: machineInfo(kernels: kernels), results: rows), to: path)
     }
 }
 

@@ -87,11 +87,7 @@ func runSkip(_ argv: [String], kernels: KernelOptions) throws {
     }
     if let path = a.string("--json") {
         struct SkipFile: Codable { var info: [String: String]; var rounds: Int; var results: [SkipRow] }
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try enc.encode(SkipFile(info: machineInfo(kernels: kernels), rounds: rounds, results: rows))
-            .write(to: URL(fileURLWithPath: path))
-        print("wrote \(path)")
+        try writeJSON(SkipFile(info: machineInfo(kernels: kernels), rounds: rounds, results: rows), to: path)
     }
 }
 

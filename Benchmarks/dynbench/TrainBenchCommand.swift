@@ -45,12 +45,9 @@ func runTrainBench(_ argv: [String], kernels: KernelOptions) throws {
     }
     Parallel.defaultThreads = Parallel.coreCount
     if let path = a.string("--json") {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         var info = machineInfo(kernels: kernels)
         info["flops_per_image"] = "3 × forward FLOPs (forward FLOPs = 2 × conv and linear MACs)"
         info["argv"] = CommandLine.arguments.joined(separator: " ")
-        try enc.encode(ResultFile(info: info, results: rows)).write(to: URL(fileURLWithPath: path))
-        print("wrote \(path)")
+        try writeJSON(ResultFile(info: info, results: rows), to: path)
     }
 }
